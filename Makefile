@@ -4,7 +4,7 @@ DATA  ?= data/hn_titles.txt
 # A first run that finishes in minutes on a laptop CPU: the study's smallest model, fewer titles, 1 epoch.
 FIRST ?= --preset step6 --num_titles 30000 --epochs 1
 
-.PHONY: help install run data test bench
+.PHONY: help install run data test bench tune evaluate figure ladder
 help:            ## this list
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -30,3 +30,36 @@ bench: install   ## speed numbers: tokenizer, model, optimizer (DATA=file.txt)
 	$(PY) bpe.py --data $(DATA) --num_titles 100000 --vocab_size 4000
 	$(PY) gpt.py --bench
 	$(PY) optim.py --bench
+# ---- the study: tune, evaluate, figure, ladder (tune.py, evaluate.py, plot_logs.py)
+# ARGS: extra flags for the command, e.g. make tune ARGS='--opt adamw --epochs 2 --num_titles 20000'
+ARGS   ?=
+TRIALS ?= 30
+CKPTS  ?= $(wildcard runs/*/ckpt.pt)
+RUNS   ?= runs/*/log.jsonl
+# make ladder SCALE=cpu: every step on 4,000 titles x 1 epoch (CPU minutes; the table says so);
+# SCALE=full: the study's own 100,000 titles x 7 epochs (a GPU). The table's title states the scale.
+SCALE  ?= cpu
+SCALE_cpu  = --num_titles 4000 --test_titles 2000 --epochs 1
+SCALE_full =
+
+tune: install      ## Optuna study of lr, dropout, block size, warm-up, wd (TRIALS=30 ARGS='--opt asam ...')
+	@[ -f "$(DATA)" ] || [ "$(DATA)" != data/hn_titles.txt ] || $(MAKE) data
+	$(PY) tune.py --trials $(TRIALS) --data $(DATA) $(ARGS)
+
+evaluate: install  ## held-out test loss of checkpoints as a Markdown table (CKPTS='runs/a/ckpt.pt ...')
+	@[ -n "$(CKPTS)" ] || { echo "error: no checkpoint in runs/*/ckpt.pt; train one first or pass CKPTS='path/ckpt.pt ...'"; exit 1; }
+	$(PY) evaluate.py $(CKPTS) $(ARGS)
+
+figure: install    ## runs/figure.png from the run logs (RUNS='runs/*/log.jsonl')
+	$(PY) plot_logs.py --runs '$(RUNS)' $(ARGS)
+
+ladder: install    ## every step of the study in order, then its table (SCALE=cpu or full)
+	@[ -n "$(filter $(SCALE),cpu full)" ] || { echo "error: unknown SCALE=$(SCALE); use SCALE=cpu or SCALE=full"; exit 1; }
+	@[ -f "$(DATA)" ] || [ "$(DATA)" != data/hn_titles.txt ] || $(MAKE) data
+	@dir=runs/ladder-$(SCALE)-$$(date +%Y%m%d-%H%M%S); \
+	for s in 0 1 2 3 4 5 6; do \
+		echo "== step$$s"; \
+		$(PY) train.py --preset step$$s --data $(DATA) $(SCALE_$(SCALE)) $(ARGS) --out_dir $$dir --name step$$s || exit 1; \
+	done; \
+	$(PY) plot_logs.py --runs "$$dir/*/log.jsonl" --out $$dir/figure.png && \
+	$(PY) plot_logs.py --table --runs "$$dir/*/log.jsonl" | tee $$dir/ladder.md

@@ -1,0 +1,159 @@
+"""
+Score trained checkpoints on the held-out test titles and print the study's Table 1 in Markdown.
+
+The test titles are the ones right after each run's first --num_titles (its training and validation
+titles) in the run's data file: train.py never trains, validates or tunes on them. The metric is the
+study's: summed cross-entropy of every test token (nats) / characters of "<eos>".join(titles) + "<eos>",
+so models with different tokenizers compare; perplexity is exp(loss) per character.
+
+    python evaluate.py runs/step5/ckpt.pt runs/step6/ckpt.pt
+    python evaluate.py runs/step6/ckpt.pt --sample 5 --prompt "Show HN:" --temperature 0.8 --top_k 50
+"""
+
+import argparse
+import hashlib
+import math
+import os
+import sys
+import time
+
+import torch
+
+import train
+from bpe import Tokenizer
+from gpt import GPT, GPTConfig
+
+# -----------------------------------------------------------------------------
+# loading a checkpoint with its tokenizer and its test titles
+
+
+def load_model(path, device="cpu"):
+    """(model, tokenizer, checkpoint) from a run's ckpt.pt, its tokenizer checked against the checkpoint."""
+    ckpt = train.load_checkpoint(path)
+    for key in ("model", "model_config", "tokenizer", "tokenizer_sha256"):
+        if key not in ckpt:
+            raise train.ConfigError(f"checkpoint {path} has no {key!r} entry; it was not written by this "
+                                    "train.py, so retrain it")
+    tok_path = os.path.join(os.path.dirname(os.path.abspath(path)), ckpt["tokenizer"])
+    if not os.path.isfile(tok_path):
+        raise train.ConfigError(f"tokenizer {tok_path} of checkpoint {path} is missing; keep the run folder "
+                                "whole (ckpt.pt and tokenizer.json side by side)")
+    if train.file_sha256(tok_path) != ckpt["tokenizer_sha256"]:
+        raise train.ConfigError(f"tokenizer {tok_path} is not the one checkpoint {path} was trained with "
+                                "(its sha256 differs); restore the run's own tokenizer.json")
+    try:
+        tok = Tokenizer.load(tok_path)
+    except ValueError as e:
+        raise train.ConfigError(str(e)) from None
+    mconf = GPTConfig(**ckpt["model_config"])
+    if tok.vocab_size != mconf.vocab_size:
+        raise train.ConfigError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {path} "
+                                f"has {mconf.vocab_size}; they belong to different runs")
+    model = GPT(mconf)
+    try:
+        model.load_state_dict(ckpt["model"])  # strict: every name and shape must match
+    except RuntimeError:
+        raise train.ConfigError(f"the weights in checkpoint {path} do not fit its own model_config; "
+                                "the file was edited or mixed up, so retrain it") from None
+    model.to(device).eval()
+    return model, tok, ckpt
+
+
+def held_out_titles(ckpt, path, data=None):
+    """The checkpoint's held-out test titles: the ones after its run's train + validation titles.
+
+    `data` overrides the data file the run was trained on; it must begin with the same titles.
+    """
+    c = ckpt["config"]
+    data = data or c["data"]
+    titles = train.read_titles(data, limit=c["num_titles"] + c["test_titles"])
+    train_titles, val_titles, test = train.split_titles(titles, c["num_titles"], c["val_frac"], c["test_titles"])
+    # the same fingerprint train.py stores: proof that the test titles were never trained on
+    if "data_sha256" in ckpt:
+        sha = hashlib.sha256("\n".join(train_titles + val_titles).encode()).hexdigest()
+        if sha != ckpt["data_sha256"]:
+            raise train.ConfigError(f"{data} does not begin with the {c['num_titles']:,} titles checkpoint "
+                                    f"{path} was trained on; pass --data with that run's data file")
+    if not test:
+        raise train.ConfigError(f"{data} has no titles after the first {c['num_titles']:,} (training and "
+                                f"validation) to test {path} on; use a file with more titles")
+    return test, data
+
+
+@torch.no_grad()
+def evaluate(path, data=None, device="cpu", batch_size=None, amp=False):
+    """Score one checkpoint on its test titles: a dict of the table's columns."""
+    model, tok, ckpt = load_model(path, device)
+    titles, data = held_out_titles(ckpt, path, data)
+    block_size = model.config.block_size
+    t0 = time.time()
+    loss = train.eval_loss(model, titles, tok, block_size, batch_size or ckpt["config"]["batch_size"], device, amp)
+    seconds = time.time() - t0
+    chars = train.text_chars(titles)
+    return {"checkpoint": path, "data": data, "params": model.num_params(), "test_titles": len(titles),
+            "chars": chars, "loss": loss, "perplexity": math.exp(loss),
+            "tokens_per_char": len(tok.encode_titles(titles)) / chars, "val_loss": ckpt.get("val_loss"),
+            "time_s": seconds, "model": model, "tokenizer": tok}
+
+
+def markdown_table(rows):
+    """The study's Table 1 for a list of evaluate() results."""
+    lines = ["| checkpoint | parameters | test titles | test loss (nats/char) | perplexity | tokens/char "
+             "| val loss | time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        val = "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
+        lines.append(f"| {r['checkpoint']} | {r['params']:,} | {r['test_titles']:,} | {r['loss']:.4f} "
+                     f"| {r['perplexity']:.4f} | {r['tokens_per_char']:.4f} | {val} | {r['time_s']:.1f} s |")
+    return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints (runs/NAME/ckpt.pt)")
+    parser.add_argument("--data", default=None, help="titles file (default: each run's own --data)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                        help="auto: CUDA, then MPS, then CPU (default: %(default)s)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="sequences per forward pass; the loss does not depend on it (default: the run's)")
+    parser.add_argument("--amp", default=False, action=argparse.BooleanOptionalAction,
+                        help="bf16 autocast; off scores in fp32 like train.py's validation (default: %(default)s)")
+    parser.add_argument("--sample", type=int, default=0, help="titles to generate per checkpoint (default: 0)")
+    parser.add_argument("--prompt", default="", help="text every generated title starts with (default: none)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sampling temperature; 0 is greedy (default: %(default)s)")
+    parser.add_argument("--top_k", type=int, default=None, help="sample from the k likeliest tokens (default: all)")
+    parser.add_argument("--seed", type=int, default=1337, help="seed for sampling (default: %(default)s)")
+    args = parser.parse_args(argv)
+    for bad, msg in ((args.batch_size is not None and args.batch_size < 1, "--batch_size must be at least 1"),
+                     (args.sample < 0, "--sample must not be negative"),
+                     (args.temperature < 0, "--temperature must be >= 0 (0 is greedy)"),
+                     (args.top_k is not None and args.top_k < 1, "--top_k must be at least 1")):
+        if bad:
+            sys.exit(f"error: {msg}.")
+
+    rows = []
+    try:
+        device = train.pick_device(args.device)
+        for path in args.checkpoints:
+            r = evaluate(path, args.data, device, args.batch_size, args.amp)
+            model, tok = r.pop("model"), r.pop("tokenizer")
+            rows.append(r)
+            if args.sample:
+                print(f"{path}:")
+                torch.manual_seed(args.seed)
+                for title in train.sample_titles(model, tok, args.sample, device, args.prompt,
+                                                 args.temperature, args.top_k):
+                    print("  " + title)
+            del model  # one model in memory at a time
+    except train.ConfigError as e:
+        sys.exit(f"error: {e}")
+    print(f"Held-out test titles of {', '.join(sorted({r['data'] for r in rows}))}; loss in nats per character.\n")
+    print(markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()
