@@ -1,0 +1,427 @@
+"""
+bpe.py: a byte-level BPE tokenizer in plain Python.
+
+Byte pair encoding (Sennrich, Haddow & Birch 2016, "Neural Machine Translation of Rare Words with
+Subword Units") starts from single symbols and, again and again, gives the most frequent adjacent pair
+a new id of its own. Byte-level BPE (GPT-2, Radford et al. 2019) starts from the 256 byte values of
+UTF-8, so every string can be encoded and nothing is ever unknown.
+
+Ids: 0..255 are the raw bytes, 256.. are the merges in the order they were learned, and the special
+tokens (by default just "<eos>") come last. vocab_size counts all of them.
+
+Train on the first 90% of the first 100,000 titles, save, and print speed and compression:
+
+    python bpe.py --data data/hn_titles.txt --num_titles 100000 --vocab_size 4000
+
+From Python:
+
+    tok = Tokenizer.train(titles, vocab_size=4000)
+    ids = tok.encode_titles(titles)   # every title's ids followed by the <eos> id
+    text = tok.decode(ids)            # "<eos>" comes back as the text "<eos>"
+"""
+
+import argparse
+import gc
+import heapq
+import itertools
+import json
+import os
+import re
+import tempfile
+import time
+from collections import Counter, defaultdict
+
+FORMAT, VERSION = "nanorun-bpe", 1
+
+# -----------------------------------------------------------------------------
+# pre-tokenization: cut text into chunks; merges never cross a chunk boundary
+
+# In the spirit of GPT-2's pattern, written with the standard library's `re` (no \p{L}):
+#   contractions ('s 't 're 've 'm 'll 'd, with either apostrophe ' or ’),
+#   letters [^\W\d_] with one leading space kept (" world" and "world" are different chunks),
+#   numbers: a whole run of digits, like the Rust `tokenizers` ByteLevel pre-tokenizer,
+#   punctuation: anything that is not a space, letter or digit (underscore included),
+#   whitespace: a run of spaces, minus the last space when a word follows (it joins that word).
+PATTERN = r"""['’](?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+
+
+def split_chunks(text):
+    """Cut text into pre-tokenization chunks; joined back they give the text.
+
+    >>> split_chunks("Show HN: it's 2024!")
+    ['Show', ' HN', ':', ' it', "'s", ' 2024', '!']
+    """
+    return re.findall(PATTERN, text)
+
+
+# -----------------------------------------------------------------------------
+# small pure helpers
+
+
+def get_pairs(ids):
+    """Count adjacent pairs.
+
+    >>> get_pairs([1, 2, 3, 1, 2])
+    {(1, 2): 2, (2, 3): 1, (3, 1): 1}
+    """
+    return dict(Counter(zip(ids, ids[1:])))
+
+
+def merge(ids, pair, new_id):
+    """Replace every occurrence of pair, scanning left to right, by new_id: what one merge means.
+
+    train_merges and Tokenizer._encode_chunk do this same rewrite with extra bookkeeping for speed;
+    the tests check both against a plain reference built on this function.
+
+    >>> merge([1, 2, 3, 1, 2], (1, 2), 4)
+    [4, 3, 4]
+    >>> merge([5, 5, 5], (5, 5), 6)  # overlapping: the leftmost pair wins
+    [6, 5]
+    """
+    a, b = pair
+    out, i, n = [], 0, len(ids)
+    while i < n:
+        if ids[i] == a and i + 1 < n and ids[i + 1] == b:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+# -----------------------------------------------------------------------------
+# training
+
+
+def train_merges(chunk_counts, num_merges):
+    """Learn num_merges merges from {chunk string: how often it occurs}; returns [(a, b), ...].
+
+    Merge number r gives the pair (a, b) the id 256 + r. Tie-break: the pair with the highest count
+    wins; among equal counts, the smallest (a, b) (compare a first, then b). That makes the result
+    fully deterministic.
+
+    >>> train_merges({"aaab": 1, "ab": 2}, 2)  # "ab" 3 times, "aa" twice; then (97, 97) and (97, 256) tie
+    [(97, 98), (97, 97)]
+    """
+    # The corpus is the set of unique chunks, each with its count: a title corpus repeats " the",
+    # " HN", ":" thousands of times, so we store and count each of them once.
+    words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
+    freqs = list(chunk_counts.values())
+
+    # counts: pair -> how often it occurs in the corpus. where: pair -> indices of the words that
+    # contain it. `where` may still list words that lost the pair since (we never remove from it);
+    # merging the pair then simply finds nothing to do in them.
+    counts, where = defaultdict(int), defaultdict(set)
+    for i, (word, f) in enumerate(zip(words, freqs)):
+        for pair, c in get_pairs(word).items():
+            counts[pair] += c * f
+            where[pair].add(i)
+
+    # A max-heap of (-count, a, b) (heapq is a min-heap, so counts are negated) with lazy
+    # invalidation: counts change after every merge, and instead of updating the heap we check a
+    # popped entry against the live count. Only a brand-new pair (one containing the new id) can
+    # gain count, and it is pushed when it appears; a pair that lost count is pushed again with its
+    # smaller count when its old entry reaches the top. So the first up-to-date entry is the best pair.
+    heap = [(-c, a, b) for (a, b), c in counts.items()]
+    heapq.heapify(heap)
+    merges = []
+    while len(merges) < num_merges and heap:
+        neg_count, a, b = heapq.heappop(heap)
+        pair, count = (a, b), counts[a, b]
+        if count != -neg_count:  # stale entry
+            if count > 0:
+                heapq.heappush(heap, (-count, a, b))
+            continue
+        new_id = 256 + len(merges)
+        merges.append(pair)
+        # Rewrite only the words that contain the pair, left to right. `new + word[j:]` is always the
+        # word as it stands, so at each merge site only the pairs touching it change:
+        # (left, a) -> (left, new_id), (a, b) -> gone, (b, right) -> (new_id, right).
+        fresh = set()  # pairs that contain new_id
+        for i in where.pop(pair):
+            word, f = words[i], freqs[i]
+            new, j, n = [], 0, len(word)
+            while j < n:
+                if j + 1 < n and word[j] == a and word[j + 1] == b:
+                    counts[pair] -= f
+                    if new:
+                        left = new[-1]
+                        counts[left, a] -= f
+                        counts[left, new_id] += f
+                        fresh.add((left, new_id))
+                        where[left, new_id].add(i)
+                    if j + 2 < n:
+                        right = word[j + 2]
+                        counts[b, right] -= f
+                        counts[new_id, right] += f
+                        fresh.add((new_id, right))
+                        where[new_id, right].add(i)
+                    new.append(new_id)
+                    j += 2
+                else:
+                    new.append(word[j])
+                    j += 1
+            words[i] = new
+        for p in fresh:
+            if counts[p] > 0:
+                heapq.heappush(heap, (-counts[p], *p))
+    return merges
+
+
+# -----------------------------------------------------------------------------
+# the tokenizer
+
+
+def check_specials(specials):
+    """Return specials as a tuple, or raise ValueError if they are unusable."""
+    specials = tuple(specials)
+    if not all(isinstance(s, str) and s for s in specials) or len(set(specials)) != len(specials):
+        raise ValueError(f"special tokens must be distinct non-empty strings, got {specials!r}.")
+    if "<eos>" not in specials:
+        raise ValueError(f"special tokens must include '<eos>', got {specials!r}.")
+    return specials
+
+
+def check_merges(merges):
+    """Return merges as a list of (a, b) tuples, or raise ValueError if one is not a pair of earlier ids."""
+    out = []
+    for r, pair in enumerate(merges):
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2
+        ok = ok and all(type(x) is int and 0 <= x < 256 + r for x in pair)
+        if not ok:
+            raise ValueError(f"merge {r} is {pair!r}, but it must be a pair of ids below {256 + r}.")
+        out.append(tuple(pair))
+    return out
+
+
+class Tokenizer:
+    """Byte-level BPE: merges learned by train(), plus special tokens after them."""
+
+    def __init__(self, merges, specials=("<eos>",), pattern=PATTERN):
+        self.merges = check_merges(merges)  # merges[r] = (a, b): that pair becomes id 256 + r
+        self.specials = check_specials(specials)
+        self.pattern = pattern
+        self._split = re.compile(pattern).findall
+        # pair -> its new id. Ids grow with merge order, so a smaller id is a merge learned earlier.
+        self._ranks = {pair: 256 + r for r, pair in enumerate(self.merges)}
+        # id -> the bytes it stands for; a special token stands for its own text.
+        self._bytes = [bytes([i]) for i in range(256)]
+        for a, b in self.merges:
+            self._bytes.append(self._bytes[a] + self._bytes[b])
+        self._bytes += [s.encode("utf-8") for s in self.specials]
+        # chunk string -> its ids. Text repeats the same chunks over and over (" the", " HN", ":"),
+        # so each distinct chunk goes through the merge loop once. It grows with the distinct chunks
+        # seen (about 75k for 90k titles).
+        self._cache = {}
+
+    @classmethod
+    def train(cls, texts, vocab_size, specials=("<eos>",)):
+        """Learn vocab_size - 256 - len(specials) merges from an iterable of strings."""
+        specials = check_specials(specials)
+        if isinstance(texts, str):
+            raise ValueError("texts must be a list of strings, not one string.")
+        min_size = 256 + 1 + len(specials)
+        if vocab_size < min_size:
+            raise ValueError(
+                f"vocab_size {vocab_size} is too small: 256 bytes + at least 1 merge + "
+                f"{len(specials)} special token(s) needs vocab_size >= {min_size}."
+            )
+        split = re.compile(PATTERN).findall
+        chunk_counts = Counter(itertools.chain.from_iterable(map(split, texts)))
+        if not chunk_counts:
+            raise ValueError("the training set is empty: give train() at least one non-empty text.")
+        num_merges = vocab_size - 256 - len(specials)
+        # Training builds a few hundred thousand small lists, sets and tuples that never form
+        # reference cycles, and Python's cycle collector would scan them again and again (about a
+        # third of the training time), so it is paused while the merges are learned.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            merges = train_merges(chunk_counts, num_merges)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        if len(merges) < num_merges:
+            raise ValueError(
+                f"the training texts only have enough adjacent pairs for {len(merges)} merges: "
+                f"use more text or vocab_size <= {256 + len(merges) + len(specials)}."
+            )
+        return cls(merges, specials)
+
+    @property
+    def vocab_size(self):
+        """256 bytes + merges + special tokens."""
+        return len(self._bytes)
+
+    @property
+    def eos_id(self):
+        """The id that ends every title in the training stream."""
+        return 256 + len(self.merges) + self.specials.index("<eos>")
+
+    # ---- encoding
+
+    def _encode_chunk(self, chunk):
+        """Apply the merges to one chunk, earliest learned first, which reproduces what training did.
+
+        ranks[k] is the merge id of the pair (ids[k], ids[k + 1]), or `none` if that pair never merged.
+        Each round merges the smallest id (the earliest learned merge) at its leftmost place and
+        looks up the two pairs that now touch it; a second place with the same pair wins the next round.
+        """
+        ids = list(chunk.encode("utf-8"))
+        get, none = self._ranks.get, len(self._bytes)  # `none`: bigger than every merge id
+        ranks = list(map(get, zip(ids, ids[1:]), itertools.repeat(none)))
+        while ranks:
+            new_id = min(ranks)
+            if new_id == none:  # no pair left that has a merge
+                break
+            i = ranks.index(new_id)
+            ids[i : i + 2] = [new_id]
+            del ranks[i]
+            if i > 0:
+                ranks[i - 1] = get((ids[i - 1], new_id), none)
+            if i < len(ranks):
+                ranks[i] = get((new_id, ids[i + 1]), none)
+        return ids
+
+    def encode(self, text):
+        """str -> list of ids. Special tokens are never parsed out of text: "<eos>" is 5 characters."""
+        ids, cache = [], self._cache
+        for chunk in self._split(text):
+            chunk_ids = cache.get(chunk)
+            if chunk_ids is None:
+                chunk_ids = cache[chunk] = self._encode_chunk(chunk)
+            ids += chunk_ids
+        return ids
+
+    def encode_titles(self, titles):
+        """The training stream: every title's ids followed by the <eos> id."""
+        ids, eos = [], self.eos_id
+        for title in titles:
+            ids += self.encode(title)
+            ids.append(eos)
+        return ids
+
+    # ---- decoding
+
+    def decode(self, ids):
+        """list of ids -> str. A special token comes back as its text ("<eos>").
+
+        Ids sampled from a model may cut a multi-byte character in half; such bytes become the
+        replacement character U+FFFD instead of an error. decode(encode(s)) == s holds for any str s.
+        """
+        return b"".join(self._id_bytes(ids)).decode("utf-8", errors="replace")
+
+    def pieces(self, ids):
+        """Each id's text on its own (for showing how a string was cut), e.g. ['Show', ' HN', ':']."""
+        return [b.decode("utf-8", errors="replace") for b in self._id_bytes(ids)]
+
+    def _id_bytes(self, ids):
+        ids = [int(i) for i in ids]  # also accepts numpy or torch integers
+        if ids and not (0 <= min(ids) and max(ids) < len(self._bytes)):
+            bad = next(i for i in ids if not 0 <= i < len(self._bytes))
+            raise ValueError(f"token id {bad} is out of range: this tokenizer has ids 0..{self.vocab_size - 1}.")
+        return [self._bytes[i] for i in ids]
+
+    # ---- saving and loading
+
+    def save(self, path):
+        """Write the tokenizer as readable JSON, one merge per line; same tokenizer, same bytes."""
+        head = {"format": FORMAT, "version": VERSION, "pattern": self.pattern, "specials": list(self.specials)}
+        lines = ["{"] + [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in head.items()]
+        lines += ['  "merges": [', ",\n".join(f"    [{a}, {b}]" for a, b in self.merges), "  ]", "}", ""]
+        # atomic: write a temporary file next to the target, then rename it over the target
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bpe-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write("\n".join(lines))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path):
+        """Read a file written by save(); raise ValueError if it is not one."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a tokenizer file (not valid JSON: {e}); train one with bpe.py.") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a {FORMAT} tokenizer file; train a new one with bpe.py.")
+        if d.get("version") != VERSION:
+            raise ValueError(
+                f"{path} is tokenizer format version {d.get('version')!r}, but this bpe.py reads only "
+                f"version {VERSION}; train a new one with bpe.py."
+            )
+        try:
+            if not isinstance(d.get("pattern"), str) or not isinstance(d.get("merges"), list):
+                raise ValueError("it lacks a 'pattern' string or a 'merges' list.")
+            re.compile(d["pattern"])
+            return cls(d["merges"], d.get("specials", []), d["pattern"])
+        except (ValueError, re.error) as e:
+            raise ValueError(f"{path} is a broken tokenizer file: {e}") from None
+
+
+# -----------------------------------------------------------------------------
+# command line: train on the training split, save, and measure
+
+
+def read_titles(path, num_titles):
+    """The first num_titles lines of a one-title-per-line file, each stripped."""
+    with open(path, encoding="utf-8") as f:
+        titles = [line.strip() for line in itertools.islice(f, num_titles)]
+    if len(titles) < num_titles:
+        raise ValueError(f"{path} has only {len(titles)} titles, fewer than --num_titles {num_titles}.")
+    return titles
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Train a byte-level BPE on titles and measure it.")
+    parser.add_argument("--data", required=True, help="text file with one title per line")
+    parser.add_argument("--num_titles", type=int, default=100_000,
+                        help="use the first N titles, train on the first 90%% (default: 100000)")
+    parser.add_argument("--vocab_size", type=int, default=4000, help="bytes + merges + specials (default: 4000)")
+    parser.add_argument("--out", default=None, help="where to save the tokenizer (default: runs/bpe_<vocab_size>.json)")
+    args = parser.parse_args()
+    if not os.path.isfile(args.data):
+        parser.error(f"--data {args.data} does not exist; point it at a file with one title per line.")
+    out = args.out or os.path.join("runs", f"bpe_{args.vocab_size}.json")
+
+    try:
+        titles = read_titles(args.data, args.num_titles)
+        n_train = int(0.9 * len(titles))
+        train, val = titles[:n_train], titles[n_train:]
+        t0 = time.perf_counter()
+        tok = Tokenizer.train(train, args.vocab_size)
+        train_s = time.perf_counter() - t0
+    except ValueError as e:
+        parser.error(str(e))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tok.save(out)
+
+    # Encode with a freshly loaded tokenizer, so its chunk cache starts empty: the time includes
+    # running the merge loop once for every distinct chunk.
+    tok = Tokenizer.load(out)
+    t0 = time.perf_counter()
+    ids = tok.encode_titles(train)
+    encode_s = time.perf_counter() - t0
+    # The stream the model sees: "<eos>".join(titles) + "<eos>", where <eos> counts as 5 characters.
+    stream = "<eos>".join(train) + "<eos>"
+    assert tok.decode(ids) == stream, "round trip failed"
+    mb = len(stream.encode("utf-8")) / 1e6
+
+    print(f"trained on {len(train):,} titles ({len(stream):,} characters with <eos>), vocab {tok.vocab_size}")
+    print(f"saved          {out}")
+    print(f"train time     {train_s:.2f} s")
+    print(f"encode time    {encode_s:.2f} s  ({mb / encode_s:.2f} MB/s of UTF-8, cold chunk cache)")
+    print(f"tokens         {len(ids):,} (one <eos> per title included)")
+    print(f"chars/token    {len(stream) / len(ids):.4f}")
+    for title in val[:3]:
+        print(f"  {title!r}\n    -> {tok.pieces(tok.encode(title))}")
+
+
+if __name__ == "__main__":
+    main()

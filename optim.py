@@ -1,0 +1,485 @@
+"""
+The study's optimizers and learning-rate schedules, written out by hand.
+
+SGD with momentum (Polyak 1964; Nesterov as in Sutskever et al. 2013), AdamW (Loshchilov & Hutter 2019),
+SAM (Foret et al. 2021) and its adaptive form ASAM (Kwon et al. 2021) wrapped around any of them,
+and Muon (Jordan et al. 2024) for the weight matrices inside the transformer blocks. SGD and AdamW
+update whole lists of tensors at once with torch._foreach_* ops, like PyTorch's own foreach path.
+
+    python -m pytest -q test_all.py     # checked against torch.optim.SGD / AdamW / Muon and by hand
+    python optim.py --bench             # one AdamW step, hand-written vs torch.optim.AdamW
+"""
+
+import argparse
+import math
+import time
+
+import torch
+import torch.nn as nn
+
+# SAM bounds its perturbation in weight space, ||e|| = rho; 0.05 is Foret et al.'s default and the study's
+# value. ASAM bounds it relative to each weight, ||e / |w| || = rho, so for weights of size ~0.02 (this
+# model's init) it moves only ~0.02 rho in weight space: it needs a larger rho to probe as far. Kwon et al.
+# use 10x SAM's (0.5 vs 0.05 on CIFAR-10); 0.5 is their value, not one tuned on this model.
+SAM_RHO = 0.05
+ASAM_RHO = 0.5
+
+
+# -----------------------------------------------------------------------------
+# SGD and AdamW: the update rules as functions on lists of tensors
+
+def sgd_update(params, grads, bufs, *, lr, momentum, dampening, weight_decay, nesterov):
+    """One SGD step in place. bufs holds each param's momentum buffer or None before its first step
+    (then the buffer starts as the gradient itself, as in PyTorch); new buffers are written back into bufs."""
+    if weight_decay != 0:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)   # g <- g + wd * w  (L2, coupled)
+    if momentum != 0:
+        old = [i for i, buf in enumerate(bufs) if buf is not None]
+        if old:
+            old_bufs = [bufs[i] for i in old]
+            torch._foreach_mul_(old_bufs, momentum)                     # b <- m b + (1 - dampening) g
+            torch._foreach_add_(old_bufs, [grads[i] for i in old], alpha=1 - dampening)
+        for i, buf in enumerate(bufs):
+            if buf is None:
+                bufs[i] = grads[i].detach().clone()                     # first step: b = g, undampened
+        if nesterov:
+            grads = torch._foreach_add(grads, bufs, alpha=momentum)      # look ahead: g + m * b
+        else:
+            grads = bufs
+    torch._foreach_add_(params, grads, alpha=-lr)                       # w <- w - lr * step
+
+
+def adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay):
+    """One AdamW step in place (Loshchilov & Hutter 2019, Algorithm 2). steps[i] is the step number
+    t >= 1 of params[i], used for the bias corrections."""
+    if weight_decay != 0:
+        torch._foreach_mul_(params, 1 - lr * weight_decay)     # decoupled decay: w <- w - lr * wd * w
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)           # m <- beta1 m + (1 - beta1) g
+    torch._foreach_mul_(exp_avg_sqs, beta2)                    # v <- beta2 v + (1 - beta2) g^2
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    # m and v start at 0, so early on they are biased towards 0: divide by (1 - beta^t)
+    bias_correction1 = [1 - beta1 ** t for t in steps]
+    bias_correction2 = [1 - beta2 ** t for t in steps]
+    denom = torch._foreach_sqrt(exp_avg_sqs)                   # sqrt(v_hat) + eps
+    torch._foreach_div_(denom, [math.sqrt(bc) for bc in bias_correction2])
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr / bc for bc in bias_correction1])  # w <- w - lr m_hat / denom
+
+
+def _check_lr_wd(lr, weight_decay):
+    if lr < 0:
+        raise ValueError(f"lr must be >= 0, got {lr}.")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+
+
+class SGD(torch.optim.Optimizer):
+    """SGD with momentum, dampening, Nesterov and (coupled, L2) weight decay: the same arguments and the
+    same numbers as torch.optim.SGD."""
+
+    def __init__(self, params, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False):
+        _check_lr_wd(lr, weight_decay)
+        if momentum < 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}.")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0.")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            bufs = [self.state[p].get("momentum_buffer") for p in params]
+            sgd_update(params, grads, bufs, lr=group["lr"], momentum=group["momentum"],
+                       dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"])
+            if group["momentum"] != 0:
+                for p, buf in zip(params, bufs):
+                    self.state[p]["momentum_buffer"] = buf
+        return loss
+
+
+class AdamW(torch.optim.Optimizer):
+    """Adam with decoupled weight decay: the same arguments and the same numbers as torch.optim.AdamW."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        _check_lr_wd(lr, weight_decay)
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas must both lie in [0, 1), got {betas}.")
+        if eps < 0:
+            raise ValueError(f"eps must be >= 0, got {eps}.")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states):
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+            beta1, beta2 = group["betas"]
+            adamw_update(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                         [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
+                         lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                         weight_decay=group["weight_decay"])
+        return loss
+
+
+# -----------------------------------------------------------------------------
+# SAM and ASAM: step to the worst nearby point, then descend with the gradient taken there
+
+class SAM(torch.optim.Optimizer):
+    """Sharpness-aware minimisation around a base optimizer (Foret et al. 2021; ASAM: Kwon et al. 2021).
+
+    SAM minimises max_{||e|| <= rho} L(w + e). To first order the worst e points along the gradient:
+        SAM:  e = rho * g / ||g||                 ASAM (adaptive=True):  e = rho * w^2 g / ||w g||
+    with norms over all parameters together. ASAM measures the neighbourhood relative to each weight's size,
+    so its sharpness does not change when weights are rescaled in a way that leaves the function unchanged.
+
+    Each training step needs two forward/backward passes:
+        loss(model(x), y).backward()          # gradient at w
+        opt.first_step(zero_grad=True)        # w -> w + e
+        loss(model(x), y).backward()          # gradient at w + e
+        clip_grad_norm_(model.parameters(), 1.0)   # clip here: first_step normalises, so clipping before it does nothing
+        opt.second_step(zero_grad=True)       # back to w, then the base optimizer steps with that gradient
+    or step(closure) with a closure that does the second forward/backward (and any clipping).
+
+    param_groups are the base optimizer's own dicts, so a schedule that sets group["lr"] here reaches it.
+    Weight decay belongs to the base optimizer only (pass weight_decay in base_kwargs); it is not part of e.
+    """
+
+    def __init__(self, params, base_optimizer, rho=None, adaptive=False, **base_kwargs):
+        if rho is None:
+            rho = ASAM_RHO if adaptive else SAM_RHO
+        if rho < 0:
+            raise ValueError(f"rho must be >= 0, got {rho}.")
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups  # one list of dicts, shared
+        self.defaults.update(self.base_optimizer.defaults)
+        self.perturbed = None  # the parameters first_step moved, until second_step puts them back
+
+    @torch.no_grad()
+    def first_step(self, zero_grad=False):
+        """Move every parameter with a gradient from w to w + e, keeping a copy of w to come back to."""
+        groups = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            if group["adaptive"]:
+                grads = torch._foreach_mul(grads, params)          # w g  (ASAM's T_w g with T_w = |w|)
+            groups.append((group, params, grads))
+        norms = [n for _, _, grads in groups for n in torch._foreach_norm(grads)]
+        if not norms:
+            raise RuntimeError("SAM.first_step found no gradients: call loss.backward() before it.")
+        grad_norm = torch.linalg.vector_norm(torch.stack(norms))    # ||g|| or ||w g||, all parameters together
+        self.perturbed = []
+        for group, params, grads in groups:
+            if not params:
+                continue
+            e = torch._foreach_mul(grads, params) if group["adaptive"] else grads   # w^2 g  or  g
+            e = torch._foreach_mul(e, group["rho"] / (grad_norm + 1e-12))
+            for p in params:
+                if "w" not in self.state[p]:
+                    self.state[p]["w"] = torch.empty_like(p)
+            torch._foreach_copy_([self.state[p]["w"] for p in params], params)
+            torch._foreach_add_(params, e)                          # w -> w + e
+            self.perturbed += params
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad=False):
+        """Put back w (copied, not recomputed as w + e - e, so it is bit for bit the same) and let the
+        base optimizer step with the gradient now in p.grad: the one taken at w + e."""
+        if self.perturbed is None:
+            raise RuntimeError("SAM.second_step called without a first_step before it.")
+        torch._foreach_copy_(self.perturbed, [self.state[p]["w"] for p in self.perturbed])
+        self.perturbed = None
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    def step(self, closure=None):
+        """Both steps. p.grad must already hold the gradient at w; closure runs forward and backward
+        at w + e (first_step has zeroed the gradients), clips if wanted, and returns the loss."""
+        if closure is None:
+            raise ValueError("SAM.step needs a closure that recomputes the loss and its gradient; "
+                             "or call first_step() and second_step() yourself.")
+        self.first_step(zero_grad=True)
+        with torch.enable_grad():
+            loss = closure()
+        self.second_step()
+        return loss
+
+    def state_dict(self):
+        # between steps SAM itself keeps nothing worth saving (w is only held between first and second
+        # step), so its state is the base optimizer's: moments, step counts, and the shared groups
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.base_optimizer.load_state_dict(state_dict)
+        # loading builds new group dicts inside the base optimizer: share them again
+        self.param_groups = self.base_optimizer.param_groups
+
+
+# -----------------------------------------------------------------------------
+# Muon: momentum, orthogonalised
+
+NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Jordan et al. 2024: a quintic that pushes singular values up fast
+
+
+def newton_schulz(G, steps=5, dtype=torch.bfloat16):
+    """Approximately replace G = U S V^T by U V^T (every singular value -> 1) with the iteration
+    X <- a X + b (X X^T) X + c (X X^T)^2 X, which maps each singular value s to p(s) = a s + b s^3 + c s^5.
+    After dividing by ||G||_F all s lie in (0, 1]; five steps of p then leave them in about [0.68, 1.13]
+    (for s >= 0.01 ||G||_F), not exactly 1: the coefficients trade convergence for speed, which works as well
+    in training (Jordan et al. 2024). E.g. p(1.0) = 0.701, p(0.5) = 1.189."""
+    a, b, c = NS_COEFFS
+    X = G.to(dtype)
+    tall = X.size(0) > X.size(1)
+    if tall:
+        X = X.mT                                 # work with the smaller Gram matrix X X^T
+    X = X / X.norm().clamp(min=1e-7)             # spectral norm <= Frobenius norm = 1
+    for _ in range(steps):
+        A = X @ X.mT                             # (m, m)
+        B = torch.addmm(A, A, A, beta=b, alpha=c)  # b A + c A^2
+        X = torch.addmm(X, B, X, beta=a)         # a X + B X
+    return X.mT if tall else X
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Jordan et al. 2024) for 2-D weight matrices, AdamW for everything else, in one optimizer.
+
+    Groups with use_muon=True (default): momentum buffer b <- mu b + (1 - mu) g, Nesterov look-ahead
+    g + mu (b - g), orthogonalised by newton_schulz, scaled by 0.2 sqrt(max(rows, cols)) so that its RMS
+    is 0.2, about that of an AdamW update (Liu et al. 2025, "Muon is Scalable"); hence Muon shares AdamW's
+    lr and weight decay (decoupled: w <- w - lr wd w). Groups with use_muon=False take the AdamW step with
+    betas and eps. Matches torch.optim.Muon(adjust_lr_fn="match_rms_adamw") on the Muon groups.
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.95, nesterov=True, weight_decay=0.0, ns_steps=5,
+                 betas=(0.9, 0.95), eps=1e-8):
+        _check_lr_wd(lr, weight_decay)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}.")
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                        ns_steps=ns_steps, betas=betas, eps=eps, use_muon=True)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if group["use_muon"] and p.dim() != 2:
+                    raise ValueError(f"Muon orthogonalises matrices but got a parameter of shape {tuple(p.shape)}; "
+                                     f"put it in a group with use_muon=False (AdamW).")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            lr, wd = group["lr"], group["weight_decay"]
+            if group["use_muon"]:
+                mu = group["momentum"]
+                for p in params:
+                    state = self.state[p]
+                    if not state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    buf = state["momentum_buffer"]
+                    buf.lerp_(p.grad, 1 - mu)
+                    update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
+                    O = newton_schulz(update, steps=group["ns_steps"])
+                    p.mul_(1 - lr * wd)
+                    p.add_(O, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
+            elif params:
+                states = [self.state[p] for p in params]
+                for p, state in zip(params, states):
+                    if not state:
+                        state["step"] = 0
+                        state["exp_avg"] = torch.zeros_like(p)
+                        state["exp_avg_sq"] = torch.zeros_like(p)
+                    state["step"] += 1
+                beta1, beta2 = group["betas"]
+                adamw_update(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                             [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
+                             lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=wd)
+        return loss
+
+
+# -----------------------------------------------------------------------------
+# parameter groups and the one-call builder train.py uses
+
+def param_groups(model, weight_decay, decay_all=False):
+    """Two groups: matrices that multiply activations get weight decay; biases, norm weights and
+    embeddings (the token table is also the tied output head) do not. Decay pulls weights toward 0, which
+    makes no sense for a LayerNorm gain (its neutral value is 1), and it shrinks the embeddings of rare
+    tokens every step while their gradients, which push back, come seldom.
+    decay_all=True puts everything in one decayed group, as the study's runs before step 5 did."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_all:
+        return [{"params": params, "weight_decay": weight_decay}]
+    embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in embeddings]
+    no_decay = [p for p in params if not (p.dim() >= 2 and id(p) not in embeddings)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+OPTIMIZERS = ("sgd", "adamw", "sam", "asam", "muon")
+
+
+def build_optimizer(name, model, lr, weight_decay, betas=(0.9, 0.95), momentum=0.9, rho=None, decay_all=False):
+    """The optimizer for train.py's --opt: "sgd", "adamw", "sam" or "asam" (both around AdamW), "muon".
+    Every group takes the schedule's lr as it is (group["lr"] = lr): there are no per-group lr scales,
+    Muon's update is scaled to AdamW's size instead. momentum is SGD's only (Muon keeps its own 0.95);
+    betas are AdamW's, also inside SAM and for Muon's non-matrix groups; rho only for SAM/ASAM."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    if rho is not None and name not in ("sam", "asam"):
+        raise ValueError(f"rho is a SAM/ASAM setting but the optimizer is {name!r}; leave rho unset.")
+    groups = param_groups(model, weight_decay, decay_all)
+    if name == "sgd":
+        return SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    if name in ("sam", "asam"):
+        return SAM(groups, AdamW, rho=rho, adaptive=(name == "asam"), lr=lr, betas=betas, weight_decay=weight_decay)
+    # muon: the 2-D weights inside the transformer blocks; AdamW for embeddings/head, norms and biases.
+    # c_attn is orthogonalised as one (3C, C) matrix, q, k and v together: simpler, and a guess that
+    # splitting it (as some implementations do) would matter little at this size
+    matrices = {id(p) for p in model.h.parameters() if p.dim() == 2}
+    muon_groups = []
+    for group in groups:
+        inside = [p for p in group["params"] if id(p) in matrices]
+        outside = [p for p in group["params"] if id(p) not in matrices]
+        if inside:
+            muon_groups.append({"params": inside, "weight_decay": group["weight_decay"], "use_muon": True})
+        if outside:
+            muon_groups.append({"params": outside, "weight_decay": group["weight_decay"], "use_muon": False})
+    return Muon(muon_groups, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+# -----------------------------------------------------------------------------
+# learning-rate schedules: pure functions of the step
+#
+# step counts updates from 0: lr_at(step, ...) is the lr for update number step, step = 0 .. total_steps-1.
+# Warm-up takes the first warmup_steps updates from lr/warmup_steps up to lr (reached at step
+# warmup_steps - 1); the decay then ends at min_lr exactly on the last update, step total_steps - 1.
+
+def warmup_fraction(step, warmup_steps):
+    """Fraction of the peak lr during linear warm-up: warmup_fraction(0, 4) -> 0.25, (3, 4) -> 1.0, (9, 4) -> 1.0."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+def decay_progress(step, start, total_steps):
+    """How far into a decay that starts at update start and ends at the last update, from 0 to 1:
+    decay_progress(9, 0, 10) -> 1.0, decay_progress(4, 0, 10) -> 0.5, decay_progress(2, 5, 10) -> 0.0."""
+    return max(0.0, (step + 1 - start) / (total_steps - start)) if total_steps > start else 1.0
+
+
+def cosine_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0):
+    """Linear warm-up, then half a cosine from lr to min_lr: cosine_lr(4, 10, 1.0) -> 0.5, (9, 10, 1.0) -> 0.0."""
+    if step < warmup_steps:
+        return lr * warmup_fraction(step, warmup_steps)
+    p = decay_progress(step, warmup_steps, total_steps)
+    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def linear_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0):
+    """Linear warm-up, then a straight line from lr to min_lr: linear_lr(4, 10, 1.0) -> 0.5, (9, 10, 1.0) -> 0.0."""
+    if step < warmup_steps:
+        return lr * warmup_fraction(step, warmup_steps)
+    return lr + (min_lr - lr) * decay_progress(step, warmup_steps, total_steps)
+
+
+def wsd_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0, decay_frac=0.2):
+    """Warm-up, stable, decay (Hu et al. 2024; Hagele et al. 2024): hold lr, then fall linearly to min_lr over
+    the last decay_frac of the steps: wsd_lr(7, 10, 1.0) -> 1.0, (8, 10, 1.0) -> 0.5, (9, 10, 1.0) -> 0.0."""
+    if step < warmup_steps:
+        return lr * warmup_fraction(step, warmup_steps)
+    start = max(warmup_steps, total_steps - round(decay_frac * total_steps))
+    return lr + (min_lr - lr) * decay_progress(step, start, total_steps)
+
+
+SCHEDULES = ("constant", "cosine", "linear", "wsd")
+
+
+def lr_at(step, total_steps, lr, schedule="cosine", warmup_steps=0, min_lr=0.0, decay_frac=0.2):
+    """The lr for update number step (0-based) of total_steps. "constant" is warm-up then lr (min_lr unused);
+    decay_frac is only read by "wsd".
+    lr_at(0, 100, 1e-3, "cosine", warmup_steps=10) -> 1e-4; lr_at(99, 100, 1e-3, min_lr=1e-5) -> 1e-5."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+    if not 0 <= step < total_steps:
+        raise ValueError(f"step {step} is outside the run: steps go from 0 to total_steps - 1 = {total_steps - 1}.")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must lie in [0, total_steps = {total_steps}], got {warmup_steps}.")
+    if not 0 < decay_frac <= 1:
+        raise ValueError(f"decay_frac must lie in (0, 1], got {decay_frac}.")
+    if schedule == "constant":
+        return lr * warmup_fraction(step, warmup_steps)
+    if schedule == "cosine":
+        return cosine_lr(step, total_steps, lr, warmup_steps, min_lr)
+    if schedule == "linear":
+        return linear_lr(step, total_steps, lr, warmup_steps, min_lr)
+    return wsd_lr(step, total_steps, lr, warmup_steps, min_lr, decay_frac)
+
+
+# -----------------------------------------------------------------------------
+# benchmark: one AdamW step, hand-written vs PyTorch's foreach implementation
+
+def bench_adamw(steps=30):
+    from gpt import GPT, GPTConfig  # only the benchmark needs a model
+    torch.manual_seed(1337)
+    model = GPT(GPTConfig(vocab_size=4000, block_size=64, n_layer=6, n_head=6, d_model=384))
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    ours = AdamW(param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.95))
+    theirs = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.95), foreach=True)
+    times = {"hand-written": [], "torch foreach": []}
+    for _ in range(3):  # warm-up: allocate state
+        ours.step()
+        theirs.step()
+    for _ in range(steps):  # alternate, so both see the same machine load
+        for label, opt in (("hand-written", ours), ("torch foreach", theirs)):
+            t0 = time.perf_counter()
+            opt.step()
+            times[label].append(time.perf_counter() - t0)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"AdamW.step() on the 12M shape ({n:,} params), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {steps} steps each")
+    med = {label: sorted(t)[len(t) // 2] for label, t in times.items()}
+    best = {label: min(t) for label, t in times.items()}
+    for label in times:
+        print(f"  {label:>14}: median {med[label] * 1e3:7.2f} ms, best {best[label] * 1e3:7.2f} ms")
+    print(f"  ratio hand-written / torch: median {med['hand-written'] / med['torch foreach']:.3f}, "
+          f"best {best['hand-written'] / best['torch foreach']:.3f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Hand-written optimizers; --bench times AdamW against PyTorch's.")
+    parser.add_argument("--bench", action=argparse.BooleanOptionalAction, default=False,
+                        help="time one AdamW step (default: off)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per optimizer (default: 30)")
+    args = parser.parse_args()
+    if not args.bench:
+        parser.error("nothing to do: pass --bench")
+    bench_adamw(args.steps)
