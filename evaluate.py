@@ -11,7 +11,6 @@ so models with different tokenizers compare; perplexity is exp(loss) per charact
 """
 
 import argparse
-import hashlib
 import math
 import os
 import sys
@@ -21,7 +20,7 @@ import torch
 
 import train
 from bpe import Tokenizer
-from gpt import GPT, GPTConfig
+from gpt import GPT, GPTConfig, sample_titles
 
 # -----------------------------------------------------------------------------
 # loading a checkpoint with its tokenizer and its test titles
@@ -70,8 +69,7 @@ def held_out_titles(ckpt, path, data=None):
     train_titles, val_titles, test = train.split_titles(titles, c["num_titles"], c["val_frac"], c["test_titles"])
     # the same fingerprint train.py stores: proof that the test titles were never trained on
     if "data_sha256" in ckpt:
-        sha = hashlib.sha256("\n".join(train_titles + val_titles).encode()).hexdigest()
-        if sha != ckpt["data_sha256"]:
+        if train.titles_sha256(train_titles + val_titles) != ckpt["data_sha256"]:
             raise train.ConfigError(f"{data} does not begin with the {c['num_titles']:,} titles checkpoint "
                                     f"{path} was trained on; pass --data with that run's data file")
     if not test:
@@ -145,7 +143,7 @@ def main(argv=None):
             if args.sample:
                 print(f"{path}:")
                 torch.manual_seed(args.seed)
-                for title in train.sample_titles(model, tok, args.sample, device, args.prompt,
+                for title in sample_titles(model, tok, args.sample, device, args.prompt,
                                                  args.temperature, args.top_k):
                     print("  " + title)
             del model  # one model in memory at a time

@@ -3,7 +3,7 @@ train.py: train a GPT-2 style model on a file of titles, one per line.
 
 Reads the titles, trains a byte-level BPE on the training split (bpe.py), builds the model (gpt.py)
 and an optimizer (optim.py), then runs one visible training loop. Every run gets its own folder
-under runs/ with a JSON-lines log, a checkpoint and the tokenizer. The metric is STUDY's: summed
+under runs/ with a JSON-lines log, a checkpoint and the tokenizer. The metric is the study's: summed
 cross-entropy of every validation token, in nats, divided by the characters of the validation text.
 
     python train.py --preset step6 --epochs 1 --num_titles 20000   # a first run, minutes on a laptop
@@ -14,29 +14,26 @@ cross-entropy of every validation token, in nats, divided by the characters of t
 `run(**config)` is the one entry point (tune.py imports it); `main()` only parses flags.
 """
 import argparse
-import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
 import math
 import os
 import platform
-import random
 import shutil
 import signal
 import sys
 import threading
 import time
-import warnings
 from dataclasses import asdict
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 import optim
 from bpe import Tokenizer
-from gpt import GPT, GPTConfig
+from gpt import GPT, GPTConfig, autocast, cpu_has_bf16, maybe_compile, sample_titles
 
 # ----------------------------------------------------------------------------------------------
 # The study, one preset per step (STUDY.md). Flags given on the command line override a preset.
@@ -236,6 +233,11 @@ def text_chars(titles):
     return sum(len(t) for t in titles) + 5 * len(titles)
 
 
+def titles_sha256(titles):
+    """The data's fingerprint, kept in the log and the checkpoint: resume and evaluate check it."""
+    return hashlib.sha256("\n".join(titles).encode()).hexdigest()
+
+
 def title_stream(tokenizer, titles):
     """[<eos>] + each title's ids followed by <eos>: every title token has an <eos>-led context."""
     return torch.tensor([tokenizer.eos_id] + tokenizer.encode_titles(titles), dtype=torch.long)
@@ -304,7 +306,7 @@ def eval_loss(model, titles, tokenizer, block_size, batch_size, device, amp=Fals
 
 
 # ----------------------------------------------------------------------------------------------
-# Device, precision, compile
+# Device
 
 def pick_device(name):
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
@@ -316,43 +318,6 @@ def pick_device(name):
     if name == "mps" and not has_mps:
         raise ConfigError("--device mps was asked but MPS is not available here; use --device auto or cpu")
     return name
-
-
-def cpu_has_bf16():
-    """AVX-512 BF16 or AMX makes bf16 matmuls faster than fp32 on a CPU (measured ~1.5x per step)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast(device, amp):
-    if not amp:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16)
-
-
-def maybe_compile(model, want, device, batch_size, block_size, amp):
-    """torch.compile and run one forward+backward to build the graphs; fall back to eager if it fails."""
-    if want is None:  # compile needs a C++ compiler on CPU; MPS support is recent and patchy
-        want = device == "cuda" or (device == "cpu" and any(map(shutil.which, ("c++", "g++", "clang++"))))
-    if not want:
-        return model, False
-    compiled = torch.compile(model)
-    x = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
-    try:
-        with torch.random.fork_rng(devices=[]):  # the warm-up must not move the dropout RNG
-            with autocast(device, amp):
-                _, loss = compiled(x, x)
-            loss.backward()
-    except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
-        warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running eagerly")
-        return model, False
-    finally:
-        model.zero_grad(set_to_none=True)
-    return compiled, True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -383,15 +348,14 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """torch's generators are the only randomness in a run (dropout, sampling); data order is seeded apart."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -414,23 +378,16 @@ def new_run_dir(cfg):
     return path
 
 
-class Log:
-    """Append-only JSON-lines log, flushed after every line so a killed run keeps what it wrote."""
-
-    def __init__(self, path):
-        self.f = open(path, "a", encoding="utf-8")
-
-    def __call__(self, event, **fields):
-        self.f.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
-        self.f.flush()
-
-    def close(self):
-        self.f.close()
+def log_event(f, event, **fields):
+    """One line of the append-only JSON-lines log, flushed so a killed run keeps what it wrote."""
+    f.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+    f.flush()
 
 
 def versions():
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "optuna": importlib.metadata.version("optuna"), "platform": platform.platform(), "cpus": os.cpu_count(),
+    v = importlib.metadata.version
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": v("numpy"),
+            "optuna": v("optuna"), "platform": platform.platform(), "cpus": os.cpu_count(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
@@ -450,7 +407,7 @@ def run(callback=None, **config):
     titles = read_titles(cfg["data"], limit=need)
     train_titles, val_titles, test_titles = split_titles(titles, cfg["num_titles"], cfg["val_frac"],
                                                          cfg["test_titles"])
-    data_sha = hashlib.sha256("\n".join(train_titles + val_titles).encode()).hexdigest()
+    data_sha = titles_sha256(train_titles + val_titles)
     if resume and resume["data_sha256"] != data_sha:
         raise ConfigError(f"--data {cfg['data']} does not hold the titles checkpoint {cfg['resume']} "
                           "was trained on; pass the same file")
@@ -479,14 +436,15 @@ def run(callback=None, **config):
         raise ConfigError(f"{run_tok} is not the tokenizer checkpoint {cfg['resume']} was trained with")
 
     # ---- model and optimizer
-    random.seed(cfg["seed"]), np.random.seed(cfg["seed"]), torch.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg["seed"])  # also seeds CUDA and MPS
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=T, n_layer=cfg["n_layer"], n_head=cfg["n_head"],
                       d_model=cfg["d_model"], dropout=cfg["dropout"])
     raw_model = GPT(mconf).to(device)
     opt = optim.build_optimizer(cfg["opt"], raw_model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                                momentum=cfg["momentum"], rho=cfg["rho"], decay_all=cfg["wd_all"])
+                                momentum=cfg["momentum"], decay_all=cfg["wd_all"],
+                                rho=cfg["rho"] if cfg["opt"] in ("sam", "asam") else None)
     sharpness_aware = cfg["opt"] in ("sam", "asam")
     step, best, val = 0, math.inf, math.nan
     if resume:
@@ -497,7 +455,8 @@ def run(callback=None, **config):
     if resume:
         set_rng_state(resume["rng"])  # after compile's warm-up, which leaves the RNG alone anyway
 
-    log = Log(log_path)
+    log_file = open(log_path, "a", encoding="utf-8")
+    log = functools.partial(log_event, log_file)
     if resume:
         log("resume", step=step)
     else:
@@ -556,7 +515,7 @@ def run(callback=None, **config):
             lr = optim.lr_at(step, total_steps, cfg["lr"], cfg["schedule"],
                              round(cfg["warmup_ratio"] * total_steps), cfg["min_lr"])
             for group in opt.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
+                group["lr"] = lr
             with autocast(device, amp):
                 _, loss = model(x, y)
             loss.backward()
@@ -614,7 +573,7 @@ def run(callback=None, **config):
             signal.signal(signal.SIGINT, old_handler)
         log("end", status=status, final_val_loss=val, best_val_loss=best, steps=step,
             tokens_per_s=tokens_per_s, time_s=time.time() - t_start)
-        log.close()
+        log_file.close()
 
     if cfg["sample"] and status == "done":
         print("samples:")
@@ -623,20 +582,6 @@ def run(callback=None, **config):
     return {"status": status, "final_val_loss": val, "best_val_loss": best, "steps": step,
             "tokens_per_s": tokens_per_s, "time_s": time.time() - t_start, "n_params": raw_model.num_params(),
             "run_dir": run_dir, "log": log_path, "ckpt": ckpt_path}
-
-
-@torch.no_grad()
-def sample_titles(model, tokenizer, n, device, prompt="", temperature=1.0, top_k=None, max_tokens=48):
-    """n titles generated after <eos> (+ an optional prompt), each cut at the next <eos>."""
-    model.eval()
-    start = [tokenizer.eos_id] + tokenizer.encode(prompt)
-    idx = torch.tensor([start] * n, dtype=torch.long, device=device)
-    out = model.generate(idx, max_tokens, temperature=temperature, top_k=top_k)[:, len(start):].tolist()
-    titles = []
-    for ids in out:
-        ids = ids[:ids.index(tokenizer.eos_id)] if tokenizer.eos_id in ids else ids
-        titles.append(prompt + tokenizer.decode(ids))
-    return titles
 
 
 # ----------------------------------------------------------------------------------------------
