@@ -1,0 +1,1274 @@
+"""
+nanorun's tests: known answers, hand-worked examples, reference implementations and invariants.
+
+    python -m pytest -q test_all.py        # or: make test
+
+Every test builds its own tiny data under pytest's tmp_path; none needs a GPU or a download.
+"""
+
+import copy
+import doctest
+import glob
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bpe
+import evaluate
+import optim
+import plot_logs
+import train
+import tune
+from bpe import Tokenizer
+from gpt import GPT, GPTConfig
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Models this small only lose from threads: on a busy 2-core machine 2 threads were ~5x slower.
+torch.set_num_threads(1)
+
+
+# ==================================================================================================
+# bpe.py: the tokenizer
+# ==================================================================================================
+
+HARD_STRINGS = [
+    "",
+    "Show HN: I built a tokenizer in 200 lines",
+    "emoji 🚀🔥 and a family 👩‍👩‍👧 with zero-width joiners",
+    "日本語のタイトル、中文标题，한국어 제목",
+    "עברית مرحبا بالعالم",  # right to left
+    "e\u0301 n\u0303 a\u030a\u0323",  # combining marks
+    "\x00\x01\x07\t\n\r\x1b\x7f control characters",
+    "a literal <eos> inside a title, and <eos><eos> at the end<eos>",
+    "   leading and trailing spaces   ",
+    "line\u2028separator, nbsp\u00a0, tab\tand\n\nnewlines",
+    "it's they’re WE'LL don't 'quoted' ’curly’",
+    "numbers 1 12 123 1234 12345678901234567890, ½ ², and snake_case__names",
+]
+
+TEXTBOOK = "aaabdaaabac"  # the classic BPE example: aa -> Z, ab -> Y, ZY -> X
+
+
+def small_corpus():
+    """A few hundred titles made of repeated words, punctuation and every kind of hard string."""
+    rng = random.Random(0)
+    words = ["the", "The", "BPE", "tokenizer", "Show", "HN", "Ask", "rust", "python", "2024", "it's", "日本", "🚀"]
+    titles = []
+    for _ in range(300):
+        title = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+        titles.append(title + rng.choice(["", "?", "!", ":"]))
+    return titles + HARD_STRINGS
+
+
+# -----------------------------------------------------------------------------
+# a deliberately naive reference: recount every pair in every chunk occurrence, every merge
+
+
+def naive_train(texts, num_merges):
+    """Merges by brute force: same pre-tokenizer, same tie-break (highest count, then smallest pair)."""
+    words = [list(chunk.encode("utf-8")) for text in texts for chunk in re.findall(bpe.PATTERN, text)]
+    merges = []
+    while len(merges) < num_merges:
+        counts = {}
+        for word in words:
+            for pair in zip(word, word[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        best = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
+        new_id = 256 + len(merges)
+        merges.append(best)
+        words = [bpe.merge(word, best, new_id) for word in words]
+    return merges
+
+
+def naive_encode(merges, text):
+    """Apply every merge, in the order learned, to every chunk."""
+    ids = []
+    for chunk in re.findall(bpe.PATTERN, text):
+        word = list(chunk.encode("utf-8"))
+        for r, pair in enumerate(merges):
+            word = bpe.merge(word, pair, 256 + r)
+        ids += word
+    return ids
+
+
+# -----------------------------------------------------------------------------
+# small helpers, exactly as their docstrings say
+
+
+def test_docstring_examples():
+    result = doctest.testmod(bpe)
+    assert result.attempted >= 5 and result.failed == 0
+
+
+def test_get_pairs_and_merge():
+    assert bpe.get_pairs([1, 2, 3, 1, 2]) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}
+    assert bpe.get_pairs([7]) == {} and bpe.get_pairs([]) == {}
+    assert bpe.merge([1, 2, 3, 1, 2], (1, 2), 4) == [4, 3, 4]
+    assert bpe.merge([5, 5, 5], (5, 5), 6) == [6, 5]
+    assert bpe.merge([5, 5, 5, 5], (5, 5), 6) == [6, 6]
+    assert bpe.merge([1, 3], (1, 2), 4) == [1, 3]
+
+
+def test_split_chunks():
+    assert bpe.split_chunks("Show HN: it's 2024!") == ["Show", " HN", ":", " it", "'s", " 2024", "!"]
+    assert bpe.split_chunks("don’t  stop") == ["don", "’t", " ", " stop"]  # the last space joins the word
+    for s in HARD_STRINGS:
+        assert "".join(bpe.split_chunks(s)) == s  # pre-tokenization never loses a character
+
+
+# -----------------------------------------------------------------------------
+# training: a textbook example by hand, then equality with the naive reference
+
+
+def test_textbook_merges_by_hand():
+    # a=97 b=98 c=99 d=100. Counts: aa 4, ab 2, the rest 1 -> aa becomes 256: [256 97 98 100 256 97 98 97 99].
+    # Now (97, 98) and (256, 97) both occur twice; the tie goes to the smaller pair: ab becomes 257:
+    # [256 257 100 256 257 97 99]. Now (256, 257) occurs twice: it becomes 258 ("aaab").
+    tok = Tokenizer.train([TEXTBOOK], vocab_size=256 + 3 + 1)
+    assert tok.merges == [(97, 97), (97, 98), (256, 257)]
+    assert tok.encode(TEXTBOOK) == [258, 100, 258, 97, 99]
+    assert tok.pieces([256, 257, 258]) == ["aa", "ab", "aaab"]
+    assert tok.vocab_size == 260 and tok.eos_id == 259
+    assert bpe.train_merges({"aaab": 1, "ab": 2}, 2) == [(97, 98), (97, 97)]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [TEXTBOOK],
+        ["abab cdcd abab cdcd", "ab cd ab cd"],  # many ties
+        ["aaaa aaa aa a", "aaaaaaa"],  # overlapping pairs
+        ["".join(random.Random(seed).choice("abc ") for _ in range(400)) for seed in range(3)],
+        ["日本語 日本 中文 한국어 한국 🚀🚀 🚀", "עברית עברית e\u0301e\u0301"],  # multibyte
+        small_corpus(),
+    ],
+)
+def test_merges_match_naive_reference(texts):
+    reference = naive_train(texts, 60)
+    tok = Tokenizer.train(texts, vocab_size=256 + len(reference) + 1)
+    assert tok.merges == reference
+    for text in texts + HARD_STRINGS + ["abcabc aaab unseen words"]:
+        assert tok.encode(text) == naive_encode(reference, text)
+
+
+def test_merges_do_not_depend_on_text_order():
+    # chunks are counted once with their frequency, so the order they were seen in must not matter
+    texts = small_corpus()
+    shuffled = texts[:]
+    random.Random(1).shuffle(shuffled)
+    assert Tokenizer.train(texts, 320).merges == Tokenizer.train(shuffled, 320).merges
+
+
+# -----------------------------------------------------------------------------
+# encoding and decoding
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train(small_corpus(), vocab_size=400)
+
+
+def test_round_trip_hard_strings(tok):
+    for s in HARD_STRINGS:
+        ids = tok.encode(s)
+        assert tok.decode(ids) == s
+        assert all(0 <= i < tok.vocab_size for i in ids)
+    assert tok.encode("") == [] and tok.decode([]) == ""
+
+
+def test_eos_is_never_parsed_from_text(tok):
+    ids = tok.encode("a <eos> b")
+    assert tok.eos_id not in ids
+    assert tok.decode(ids) == "a <eos> b"
+    assert tok.decode([tok.eos_id]) == "<eos>"  # the eos id decodes to its text
+
+
+def test_encode_titles(tok):
+    titles = ["Show HN: x", "", "it's <eos>"]
+    ids = tok.encode_titles(titles)
+    assert ids == tok.encode(titles[0]) + [tok.eos_id] + [tok.eos_id] + tok.encode(titles[2]) + [tok.eos_id]
+    assert tok.decode(ids) == "<eos>".join(titles) + "<eos>"  # the stream the metric counts characters of
+
+
+def test_decode_partial_utf8_does_not_crash(tok):
+    b = "日".encode("utf-8")  # 3 bytes, ids 0..255 are the bytes themselves
+    assert tok.decode([b[0], b[1]]) == "\ufffd"
+    assert tok.decode([b[0], tok.eos_id, b[0], b[1], b[2]]) == "\ufffd<eos>日"
+    assert tok.decode(list(b)) == "日"
+
+
+def test_specials_come_after_bytes_and_merges():
+    texts = small_corpus()
+    tok = Tokenizer.train(texts, vocab_size=300, specials=("<pad>", "<eos>", "<unk>"))
+    assert len(tok.merges) == 300 - 256 - 3
+    assert tok.eos_id == 256 + len(tok.merges) + 1 and tok.vocab_size == 300
+    assert tok.decode([298, 299, 297]) == "<eos><unk><pad>"
+    assert tok.merges == Tokenizer.train(texts, vocab_size=298).merges  # specials do not change merges
+
+
+# -----------------------------------------------------------------------------
+# saving and loading
+
+
+def test_save_load_same_encodings(tok, tmp_path):
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    loaded = Tokenizer.load(path)
+    assert loaded.merges == tok.merges and loaded.specials == tok.specials
+    assert loaded.vocab_size == tok.vocab_size and loaded.eos_id == tok.eos_id
+    for s in HARD_STRINGS + small_corpus()[:50]:
+        assert loaded.encode(s) == tok.encode(s)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tok.json"]  # no temporary file left behind
+    d = json.loads(path.read_text(encoding="utf-8"))
+    assert d["format"] == "nanorun-bpe" and d["version"] == 1 and len(d["merges"]) == len(tok.merges)
+
+
+def test_determinism_byte_identical_files(tmp_path):
+    texts = small_corpus()
+    Tokenizer.train(texts, 350).save(tmp_path / "a.json")
+    Tokenizer.train(list(texts), 350).save(tmp_path / "b.json")
+    Tokenizer.load(tmp_path / "a.json").save(tmp_path / "c.json")
+    a = (tmp_path / "a.json").read_bytes()
+    assert a == (tmp_path / "b.json").read_bytes() == (tmp_path / "c.json").read_bytes()
+
+
+# -----------------------------------------------------------------------------
+# clear errors
+
+
+def test_vocab_too_small():
+    with pytest.raises(ValueError, match="vocab_size 257 is too small.*>= 258"):
+        Tokenizer.train(["hello world"], vocab_size=257)
+    with pytest.raises(ValueError, match=">= 260"):
+        Tokenizer.train(["hello world"], vocab_size=259, specials=("<pad>", "<eos>", "<unk>"))
+    assert Tokenizer.train(["hello world"], vocab_size=258).vocab_size == 258  # one merge is enough
+
+
+def test_empty_or_too_small_training_set():
+    for texts in ([], [""], iter([])):
+        with pytest.raises(ValueError, match="training set is empty"):
+            Tokenizer.train(texts, vocab_size=300)
+    with pytest.raises(ValueError, match="not one string"):
+        Tokenizer.train("a title", vocab_size=300)
+    with pytest.raises(ValueError, match="only have enough adjacent pairs for 2 merges"):
+        Tokenizer.train(["abc"], vocab_size=300)
+
+
+def test_bad_specials():
+    with pytest.raises(ValueError, match="must include '<eos>'"):
+        Tokenizer.train(["hello"], vocab_size=300, specials=("<pad>",))
+    with pytest.raises(ValueError, match="distinct"):
+        Tokenizer.train(["hello"], vocab_size=300, specials=("<eos>", "<eos>"))
+
+
+def test_decode_out_of_range(tok):
+    for bad in (tok.vocab_size, -1):
+        with pytest.raises(ValueError, match=f"token id {bad} is out of range"):
+            tok.decode([1, bad])
+
+
+def test_bad_tokenizer_files(tok, tmp_path):
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    good = json.loads(path.read_text(encoding="utf-8"))
+
+    def write(text):
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    cases = [
+        ('{"format": "nanorun-bpe", "vers', "not valid JSON"),
+        ("[1, 2, 3]", "is not a nanorun-bpe tokenizer file"),
+        (json.dumps({**good, "format": "something-else"}), "is not a nanorun-bpe tokenizer file"),
+        (json.dumps({**good, "version": 2}), "format version 2, but this bpe.py reads only version 1"),
+        (json.dumps({**good, "merges": [[97, 98], [300, 1]]}), "merge 1 is \\[300, 1\\]"),
+        (json.dumps({**good, "merges": [[97, "b"]]}), "merge 0 is"),
+        (json.dumps({**good, "specials": []}), "must include '<eos>'"),
+        (json.dumps({k: v for k, v in good.items() if k != "merges"}), "lacks a 'pattern' string or a 'merges' list"),
+        (json.dumps({**good, "pattern": "(unclosed"}), "broken tokenizer file"),
+    ]
+    for text, message in cases:
+        with pytest.raises(ValueError, match=message):
+            Tokenizer.load(write(text))
+    path.write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Tokenizer.load(path)
+
+
+# ==================================================================================================
+# gpt.py and optim.py: the model, the optimizers, the schedules
+# ==================================================================================================
+
+# the models here are tiny: one thread is as fast as two, and a second thread stalls badly whenever
+# the machine is busy with other work
+
+TINY = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, d_model=16)
+
+
+def tiny_model(seed=0, config=TINY):
+    torch.manual_seed(seed)
+    return GPT(config)
+
+
+def random_batch(seed, config=TINY, B=4):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(config.vocab_size, (B, config.block_size), generator=g)
+    y = torch.randint(config.vocab_size, (B, config.block_size), generator=g)
+    return x, y
+
+
+# -----------------------------------------------------------------------------
+# gpt.py
+
+@pytest.mark.parametrize("vocab, block, n_layer, n_head, d_model, expected", [
+    (16000, 128, 6, 8, 512, 27_172_864),   # study steps 0-4
+    (4000, 64, 6, 6, 384, 12_208_128),     # step 5
+    (4000, 64, 4, 3, 192, 2_560_128),      # step 6
+])
+def test_parameter_counts_of_the_study(vocab, block, n_layer, n_head, d_model, expected):
+    config = GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, d_model=d_model)
+    with torch.device("meta"):  # shapes only, no memory or init time
+        model = GPT(config)
+    assert model.num_params() == expected
+    # by hand: tied embedding V*C, positions T*C, per block 12C^2 weights + 13C biases/norms, final norm 2C
+    C = d_model
+    assert expected == vocab * C + block * C + n_layer * (12 * C * C + 13 * C) + 2 * C
+
+
+def test_gpt2_names_tying_and_init():
+    model = GPT(GPTConfig())  # the 2.56M shape
+    names = {n for n, _ in model.named_parameters()}
+    for n in ["wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.0.attn.c_attn.weight", "h.0.attn.c_proj.weight",
+              "h.0.ln_2.bias", "h.0.mlp.c_fc.weight", "h.3.mlp.c_proj.weight", "ln_f.weight"]:
+        assert n in names
+    assert model.lm_head.weight is model.wte.weight
+    assert "lm_head.weight" not in names  # the tied matrix is listed (and counted) once
+    assert abs(model.h[0].attn.c_attn.weight.std().item() - 0.02) < 0.001
+    assert abs(model.h[1].mlp.c_proj.weight.std().item() - 0.02 / math.sqrt(2 * 4)) < 0.0005
+    assert torch.all(model.h[0].mlp.c_fc.bias == 0)
+
+
+def test_clear_errors_for_bad_shapes_and_ids():
+    with pytest.raises(ValueError, match="divisible by n_head"):
+        GPTConfig(d_model=192, n_head=5)
+    model = tiny_model()
+    with pytest.raises(ValueError, match="longer than block_size"):
+        model(torch.zeros(1, TINY.block_size + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        model(torch.full((1, 4), TINY.vocab_size))
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        model(torch.tensor([[0, -1, 2]]))
+    with pytest.raises(ValueError, match="integer token ids"):
+        model(torch.zeros(1, 4))
+
+
+def test_loss_is_mean_cross_entropy_over_unpadded_targets():
+    model = tiny_model()
+    x, y = random_batch(1)
+    y[0, :5] = -1  # padding: not scored
+    y[2, 7] = -1
+    logits, loss = model(x, y)
+    logp = torch.log_softmax(logits, dim=-1)
+    keep = y != -1
+    by_hand = -logp[keep].gather(1, y[keep].unsqueeze(1)).mean()
+    assert torch.allclose(loss, by_hand, atol=1e-6)
+
+
+def test_causality_future_tokens_never_change_past_logits():
+    model = tiny_model().eval()
+    x, _ = random_batch(2, B=1)
+    logits, _ = model(x)
+    for t in [0, 5, TINY.block_size - 1]:
+        x2 = x.clone()
+        x2[0, t] = (x2[0, t] + 1) % TINY.vocab_size
+        logits2, _ = model(x2)
+        assert torch.allclose(logits2[:, :t], logits[:, :t], atol=1e-6, rtol=0)
+        assert not torch.allclose(logits2[:, t], logits[:, t])
+
+
+def test_generate_greedy_crops_context_and_restores_mode():
+    model = tiny_model()
+    model.train()
+    x = torch.randint(TINY.vocab_size, (2, TINY.block_size + 3), generator=torch.Generator().manual_seed(3))
+    out = model.generate(x, 5, temperature=0)
+    assert out.shape == (2, TINY.block_size + 3 + 5) and torch.equal(out[:, :x.size(1)], x)
+    assert model.training
+    # the same by hand: argmax of the last logit given the last block_size tokens
+    model.eval()
+    idx = x
+    for _ in range(5):
+        logits, _ = model(idx[:, -TINY.block_size:])
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, idx)
+    assert torch.equal(model.generate(x, 5, top_k=1), out)  # top_k=1 leaves one choice
+    with pytest.raises(ValueError):
+        model.generate(x, 1, temperature=-1.0)
+
+
+def test_forward_traces_as_one_graph_under_compile():
+    # backend="eager" traces with dynamo but skips code generation: fast, and fullgraph=True fails on any
+    # graph break (the id range check must not cause one)
+    model = tiny_model()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x, y = random_batch(4)
+    _, loss = model(x, y)
+    _, loss_c = compiled(x, y)
+    assert torch.allclose(loss, loss_c, atol=1e-6)
+
+
+# -----------------------------------------------------------------------------
+# optim.py: SGD and AdamW against PyTorch's
+
+def train_copy(make_opt, lr, steps=20, wd=0.1):
+    """Train a tiny model for `steps` steps with decay and no-decay groups; return its parameters."""
+    model = tiny_model(seed=5)
+    opt = make_opt(optim.param_groups(model, wd))
+    for step in range(steps):
+        for group in opt.param_groups:  # the lr changes every step, set in the groups as train.py does
+            group["lr"] = optim.lr_at(step, steps, lr, "cosine", warmup_steps=4)
+        x, y = random_batch(100 + step)
+        _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def assert_same_params(a, b, atol=1e-6):
+    assert len(a) == len(b)
+    worst = max((pa - pb).abs().max().item() for pa, pb in zip(a, b))
+    assert worst <= atol, f"max difference {worst}"
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(momentum=0.0),
+    dict(momentum=0.9),
+    dict(momentum=0.9, dampening=0.1),
+    dict(momentum=0.9, nesterov=True),
+])
+def test_sgd_equals_torch(kwargs):
+    ours = train_copy(lambda groups: optim.SGD(groups, lr=0.1, **kwargs), lr=0.1)
+    theirs = train_copy(lambda groups: torch.optim.SGD(groups, lr=0.1, **kwargs), lr=0.1)
+    assert_same_params(ours, theirs)
+    assert not torch.allclose(ours[0], tiny_model(seed=5).wte.weight)  # it did move
+
+
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.9, 0.95)])
+@pytest.mark.parametrize("foreach", [True, False])
+def test_adamw_equals_torch(betas, foreach):
+    ours = train_copy(lambda groups: optim.AdamW(groups, lr=1e-2, betas=betas), lr=1e-2)
+    theirs = train_copy(lambda groups: torch.optim.AdamW(groups, lr=1e-2, betas=betas, foreach=foreach), lr=1e-2)
+    assert_same_params(ours, theirs)
+
+
+def test_param_groups_exempt_biases_norms_and_embeddings():
+    model = GPT(GPTConfig())
+    decay, no_decay = optim.param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert {names[id(p)] for p in decay["params"]} == {
+        f"h.{i}.{m}.weight" for i in range(4) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    assert {names[id(p)] for p in no_decay["params"]} >= {"wte.weight", "wpe.weight", "ln_f.weight", "h.0.ln_1.bias"}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    (everything,) = optim.param_groups(model, 0.01, decay_all=True)
+    assert len(everything["params"]) == len(list(model.parameters()))
+
+
+# -----------------------------------------------------------------------------
+# SAM and ASAM worked by hand on L(a, b) = (k_a a^2 + k_b b^2) / 2, gradient (k_a a, k_b b)
+
+def quadratic(k_a, k_b):
+    a = torch.nn.Parameter(torch.tensor([1.0]))
+    b = torch.nn.Parameter(torch.tensor([2.0]))
+
+    def backward():
+        a.grad = b.grad = None
+        (0.5 * (k_a * a ** 2 + k_b * b ** 2)).sum().backward()
+    return a, b, backward
+
+
+def values(a, b):
+    return [a.item(), b.item()]
+
+
+def test_sam_by_hand():
+    # k = (3, 2) at w = (1, 2): g = (3, 4), ||g|| = 5, e = 0.05 * (3, 4) / 5 = (0.03, 0.04)
+    a, b, backward = quadratic(3.0, 2.0)
+    opt = optim.SAM([{"params": [a]}, {"params": [b]}], optim.SGD, lr=0.1)  # norms span both groups
+    assert opt.param_groups[0]["rho"] == optim.SAM_RHO == 0.05
+    backward()
+    opt.first_step(zero_grad=True)
+    assert values(a, b) == pytest.approx([1.03, 2.04], abs=1e-6)
+    backward()  # gradient at w + e: (3.09, 4.08)
+    opt.second_step(zero_grad=True)
+    assert values(a, b) == pytest.approx([1 - 0.1 * 3.09, 2 - 0.1 * 4.08], abs=1e-6)  # from w, not w + e
+
+
+def test_asam_by_hand():
+    # k = (3, 1) at w = (1, 2): g = (3, 2), w g = (3, 4), ||w g|| = 5, w^2 g = (3, 8), e = 0.5 * (3, 8) / 5
+    a, b, backward = quadratic(3.0, 1.0)
+    opt = optim.SAM([a, b], optim.SGD, adaptive=True, lr=0.1)
+    assert opt.param_groups[0]["rho"] == optim.ASAM_RHO == 0.5
+    backward()
+    opt.first_step(zero_grad=True)
+    assert values(a, b) == pytest.approx([1.3, 2.8], abs=1e-6)
+    backward()  # gradient at w + e: (3.9, 2.8)
+    opt.second_step(zero_grad=True)
+    assert values(a, b) == pytest.approx([1 - 0.39, 2 - 0.28], abs=1e-6)
+
+
+def test_sam_restores_weights_exactly_and_keeps_decay_in_the_base():
+    a, b, backward = quadratic(3.0, 2.0)
+    opt = optim.SAM([a, b], optim.SGD, lr=0.0)  # lr 0: second_step must land exactly on w
+    backward()
+    opt.first_step()
+    backward()
+    opt.second_step()
+    assert values(a, b) == [1.0, 2.0]
+    # AdamW base with weight decay 0.1: e is the same as without decay; AdamW's first step is
+    # w (1 - lr wd) - lr g / (|g| + eps), with g the gradient at w + e (positive here)
+    a, b, backward = quadratic(3.0, 2.0)
+    opt = optim.SAM([a, b], optim.AdamW, lr=0.1, weight_decay=0.1)
+    backward()
+    opt.first_step(zero_grad=True)
+    assert values(a, b) == pytest.approx([1.03, 2.04], abs=1e-6)
+    backward()
+    opt.second_step(zero_grad=True)
+    assert values(a, b) == pytest.approx([1 * 0.99 - 0.1, 2 * 0.99 - 0.1], abs=1e-6)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_ignores_gradient_scale_before_first_step(adaptive):
+    # clipping before first_step rescales g, and e = rho g / ||g|| does not see the scale
+    points = []
+    for scale in (1.0, 0.01):
+        a, b, backward = quadratic(3.0, 2.0)
+        opt = optim.SAM([a, b], optim.SGD, adaptive=adaptive, lr=0.1)
+        backward()
+        a.grad *= scale
+        b.grad *= scale
+        opt.first_step()
+        points.append(values(a, b))
+    assert points[0] == pytest.approx(points[1], abs=1e-6)
+
+
+def test_sam_groups_are_shared_and_step_closure_matches_two_steps():
+    a, b, backward = quadratic(3.0, 2.0)
+    opt = optim.SAM([a, b], optim.SGD, lr=0.1)
+    opt.param_groups[0]["lr"] = 0.05  # what a schedule does
+    assert opt.base_optimizer.param_groups[0]["lr"] == 0.05
+    backward()
+    opt.step(closure=lambda: backward())
+    assert values(a, b) == pytest.approx([1 - 0.05 * 3.09, 2 - 0.05 * 4.08], abs=1e-6)
+
+
+def sam_train(model, opt, steps, start):
+    for step in range(start, start + steps):
+        x, y = random_batch(200 + step)
+        model(x, y)[1].backward()
+        opt.first_step(zero_grad=True)
+        model(x, y)[1].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.second_step(zero_grad=True)
+
+
+@pytest.mark.parametrize("name", ["sam", "asam"])
+def test_sam_state_dict_resumes_exactly(name):
+    model = tiny_model(seed=7)
+    opt = optim.build_optimizer(name, model, lr=1e-2, weight_decay=0.1)
+    sam_train(model, opt, 3, start=0)
+    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_opt = copy.deepcopy(opt.state_dict())  # state_dict() holds live tensors, as torch.save would not
+    sam_train(model, opt, 3, start=3)
+
+    resumed = tiny_model(seed=99)
+    resumed.load_state_dict(saved_model)
+    opt2 = optim.build_optimizer(name, resumed, lr=1e-2, weight_decay=0.1)
+    opt2.load_state_dict(saved_opt)
+    assert opt2.param_groups is opt2.base_optimizer.param_groups  # still shared after loading
+    sam_train(resumed, opt2, 3, start=3)
+    for p, q in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+
+
+# -----------------------------------------------------------------------------
+# Muon
+
+def ns_band(x_min, steps=5):
+    """Where `steps` rounds of the Newton-Schulz polynomial send the interval [x_min, 1]."""
+    a, b, c = optim.NS_COEFFS
+    x = torch.linspace(x_min, 1.0, 100_001, dtype=torch.float64)
+    for _ in range(steps):
+        x = a * x + b * x ** 3 + c * x ** 5
+    return x.min().item(), x.max().item()
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24)])
+def test_newton_schulz_applies_its_polynomial_to_each_singular_value(shape):
+    G = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    x = S / G.norm()
+    a, b, c = optim.NS_COEFFS
+    for _ in range(5):
+        x = a * x + b * x ** 3 + c * x ** 5
+    expected = U @ torch.diag(x) @ Vh  # same singular vectors, singular values p(p(p(p(p(s)))))
+    assert torch.allclose(optim.newton_schulz(G, dtype=torch.float32), expected, atol=1e-5)
+
+
+def test_muon_update_has_singular_values_in_the_band():
+    G = torch.randn(64, 96, generator=torch.Generator().manual_seed(1))
+    S = torch.linalg.svdvals(G)
+    lo, hi = ns_band((S.min() / G.norm()).item())
+    assert 0.6 < lo and hi < 1.25  # about [0.68, 1.13]
+    p = torch.nn.Parameter(torch.zeros(64, 96))
+    opt = optim.Muon([p], lr=0.1, momentum=0.0)  # no momentum: the update is the orthogonalised gradient
+    p.grad = G.clone()
+    opt.step()
+    O = -p.detach() / (0.1 * 0.2 * math.sqrt(96))
+    s = torch.linalg.svdvals(O)
+    assert lo - 0.02 <= s.min().item() and s.max().item() <= hi + 0.02  # bf16 iteration: small slack
+
+
+def test_muon_touches_only_block_matrices_and_matches_torch():
+    model = tiny_model(seed=11)
+    opt = optim.build_optimizer("muon", model, lr=1e-2, weight_decay=0.1)  # Muon's own momentum, 0.95
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = sorted(names[id(p)] for g in opt.param_groups if g["use_muon"] for p in g["params"])
+    adam = sorted(names[id(p)] for g in opt.param_groups if not g["use_muon"] for p in g["params"])
+    assert muon == sorted(n for n in names.values() if n.startswith("h.") and n.endswith("weight")
+                          and ".ln_" not in n)
+    assert set(muon) | set(adam) == set(names.values()) and not set(muon) & set(adam)
+
+    # reference: torch.optim.Muon (Moonshot's RMS matching) on the matrices, torch AdamW on the rest
+    ref = tiny_model(seed=11)
+    ref_names = dict(ref.named_parameters())
+    ref_opts = []
+    for g in opt.param_groups:
+        params = [ref_names[names[id(p)]] for p in g["params"]]
+        if g["use_muon"]:
+            ref_opts.append(torch.optim.Muon(params, lr=1e-2, weight_decay=g["weight_decay"], momentum=0.95,
+                                             nesterov=True, adjust_lr_fn="match_rms_adamw"))
+        else:
+            ref_opts.append(torch.optim.AdamW(params, lr=1e-2, betas=(0.9, 0.95), weight_decay=g["weight_decay"]))
+    for step in range(5):
+        x, y = random_batch(300 + step)
+        for m, opts in ((model, [opt]), (ref, ref_opts)):
+            m(x, y)[1].backward()
+            for o in opts:
+                o.step()
+                o.zero_grad()
+    assert_same_params(list(model.parameters()), list(ref.parameters()), atol=1e-6)
+
+
+def test_muon_rejects_vectors():
+    with pytest.raises(ValueError, match="use_muon=False"):
+        optim.Muon([torch.nn.Parameter(torch.zeros(3))])
+
+
+# -----------------------------------------------------------------------------
+# schedules: 100 steps, 10 of warm-up, lr 1e-3 down to 1e-5
+
+@pytest.mark.parametrize("schedule, mid_step, end_of_run", [
+    ("cosine", 54, 1e-5),     # decay covers steps 10..99; step 54 is half way: (54 + 1 - 10) / 90
+    ("linear", 54, 1e-5),
+    ("wsd", 89, 1e-5),        # stable to step 79, decays over the last 20: step 89 is half way
+    ("constant", None, 1e-3),
+])
+def test_schedule_values(schedule, mid_step, end_of_run):
+    lr = lambda step: optim.lr_at(step, 100, 1e-3, schedule, warmup_steps=10, min_lr=1e-5)
+    assert lr(0) == pytest.approx(1e-4)        # first update: 1/10 of the peak
+    assert lr(9) == pytest.approx(1e-3)        # end of warm-up: the peak
+    if mid_step is not None:
+        assert lr(mid_step) == pytest.approx((1e-3 + 1e-5) / 2)  # cosine and linear agree at the midpoint
+    assert lr(99) == pytest.approx(end_of_run)  # last update reaches the floor
+    if schedule == "wsd":
+        assert lr(79) == pytest.approx(1e-3)
+    values = [lr(s) for s in range(9, 100)]
+    assert all(x >= y - 1e-15 for x, y in zip(values, values[1:]))  # never rises after warm-up
+
+
+def test_schedule_docstring_examples_and_errors():
+    assert optim.warmup_fraction(0, 4) == 0.25 and optim.warmup_fraction(3, 4) == 1.0
+    assert optim.decay_progress(4, 0, 10) == 0.5 and optim.decay_progress(2, 5, 10) == 0.0
+    assert optim.cosine_lr(4, 10, 1.0) == pytest.approx(0.5) and optim.cosine_lr(9, 10, 1.0) == 0.0
+    assert optim.linear_lr(4, 10, 1.0) == 0.5 and optim.linear_lr(9, 10, 1.0) == 0.0
+    assert [optim.wsd_lr(s, 10, 1.0) for s in (7, 8, 9)] == [1.0, 0.5, 0.0]
+    assert optim.lr_at(0, 100, 1e-3, "cosine", warmup_steps=10) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        optim.lr_at(0, 10, 1.0, "exp")
+    with pytest.raises(ValueError, match="outside the run"):
+        optim.lr_at(10, 10, 1.0)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        optim.build_optimizer("adam", tiny_model(), lr=1e-3, weight_decay=0.0)
+
+
+# -----------------------------------------------------------------------------
+# every optimizer can memorise one tiny batch
+
+@pytest.mark.parametrize("name, lr", [("sgd", 0.3), ("adamw", 1e-2), ("sam", 1e-2), ("asam", 1e-2), ("muon", 2e-2)])
+def test_each_optimizer_overfits_a_tiny_batch(name, lr):
+    config = GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, d_model=32)
+    model = tiny_model(seed=0, config=config)
+    x, y = random_batch(0, config, B=4)
+    x[:, 0] = torch.arange(4)  # distinct first tokens: every prefix has one right answer
+    opt = optim.build_optimizer(name, model, lr=lr, weight_decay=0.0)
+    for _ in range(100):
+        _, loss = model(x, y)
+        loss.backward()
+        if name in ("sam", "asam"):
+            opt.first_step(zero_grad=True)
+            model(x, y)[1].backward()
+            opt.second_step(zero_grad=True)
+        else:
+            opt.step()
+            opt.zero_grad()
+    assert model(x, y)[1].item() < 0.01  # from ln(16) = 2.77
+
+
+# ==================================================================================================
+# train.py: data, metric, runs, resume, bad input
+# ==================================================================================================
+
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def make_titles(n, seed=0):
+    """Titles from a tiny grammar: enough structure that a small model's loss falls fast."""
+    rng = random.Random(seed)
+    starts = ["Show HN:", "Ask HN:", "Launch HN:", "", "", ""]
+    adjs = ["fast", "tiny", "open-source", "simple", "new", "better"]
+    nouns = ["database", "compiler", "editor", "tokenizer", "GPT", "search engine"]
+    langs = ["Rust", "Python", "Go", "C", "Zig"]
+    return [f"{rng.choice(starts)} A {rng.choice(adjs)} {rng.choice(nouns)} in {rng.choice(langs)}".strip()
+            for _ in range(n)]
+
+
+@pytest.fixture
+def titles_file(tmp_path):
+    path = tmp_path / "titles.txt"
+    path.write_text("\n".join(make_titles(700)) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def tiny(titles_file, tmp_path, **over):
+    cfg = dict(data=titles_file, num_titles=600, test_titles=100, vocab_size=300, n_layer=1, n_head=2,
+               d_model=32, block_size=16, batch_size=8, dropout=0.1, opt="adamw", lr=3e-3, epochs=2,
+               evals_per_epoch=2, log_every=5, device="cpu", compile=False, amp=False,
+               out_dir=str(tmp_path / "runs"), progress=False, sample=0)
+    cfg.update(over)
+    return cfg
+
+
+def read_log(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+# ----------------------------------------------------------------------------------------------
+# pure helpers, exactly as their docstrings say
+
+def test_split_titles_docstring():
+    assert train.split_titles(list("abcdefghijkl"), 10, 0.2, 5) == (list("abcdefgh"), ["i", "j"], ["k", "l"])
+
+
+def test_text_chars_docstring():
+    assert train.text_chars(["ab", "c"]) == 13 == len("<eos>".join(["ab", "c"]) + "<eos>")
+
+
+def test_read_titles_strips_and_skips_blank_lines(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("  one \n\n\t\ntwo\nthree", encoding="utf-8")
+    assert train.read_titles(str(p)) == ["one", "two", "three"]
+    assert train.read_titles(str(p), limit=2) == ["one", "two"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the metric: every token scored once, summed nats over characters
+
+class Uniform(torch.nn.Module):
+    """A model whose every prediction is uniform over V: each scored token costs exactly ln V."""
+
+    def __init__(self, V):
+        super().__init__()
+        self.V = V
+
+    def forward(self, idx, targets):
+        logits = torch.zeros(*idx.shape, self.V)
+        return logits, torch.nn.functional.cross_entropy(logits.view(-1, self.V), targets.view(-1),
+                                                         ignore_index=-1)
+
+
+@pytest.mark.parametrize("n,block,batch", [(2, 4, 3), (50, 4, 3), (64, 8, 2), (65, 8, 2), (1000, 7, 5)])
+def test_stream_nats_scores_every_token_once(n, block, batch):
+    stream = torch.randint(0, 11, (n,))
+    nats = train.stream_nats(Uniform(11), stream, block, batch, "cpu")
+    assert nats == pytest.approx((n - 1) * math.log(11), rel=1e-6)
+
+
+def test_stream_nats_equals_a_plain_loop_with_a_real_model():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, d_model=16))
+    stream = torch.randint(0, 50, (45,))
+    by_hand = 0.0
+    with torch.no_grad():
+        for i in range(0, 44, 8):  # windows of 8 targets: x = stream[i:i+8], y = the next token of each
+            x, y = stream[i:i + 8][None], stream[i + 1:i + 9][None]
+            x = x[:, :y.shape[1]]
+            logits, _ = model(x)
+            by_hand += torch.nn.functional.cross_entropy(logits[0], y[0], reduction="sum").item()
+    assert train.stream_nats(model, stream, 8, 3, "cpu") == pytest.approx(by_hand, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# end to end
+
+def test_run_writes_log_and_checkpoint_and_loss_falls(titles_file, tmp_path):
+    seen = []
+    out = train.run(callback=lambda step, val: seen.append((step, val)), **tiny(titles_file, tmp_path))
+    assert out["status"] == "done" and math.isfinite(out["final_val_loss"])
+    log = read_log(out["log"])
+    events = [e["event"] for e in log]
+    assert events[0] == "config" and events[-1] == "end" and "train" in events
+    head = log[0]
+    assert head["config"]["n_layer"] == 1 and head["n_params"] == out["n_params"]
+    assert {"torch", "python", "numpy"} <= set(head["versions"]) and len(head["data"]["sha256"]) == 64
+    evals = [e for e in log if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [s for s, _ in seen] and evals[0]["step"] == 0
+    assert len(evals) == 1 + 2 * 2 and evals[-1]["step"] == out["steps"]
+    assert evals[-1]["val_loss"] < 0.6 * evals[0]["val_loss"]
+    assert log[-1]["final_val_loss"] == out["final_val_loss"] == evals[-1]["val_loss"]
+    # the checkpoint holds the plain module's weights: strict load into a fresh GPT on CPU
+    ckpt = train.load_checkpoint(out["ckpt"])
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    model = GPT(GPTConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"], strict=True)
+    assert os.path.isfile(os.path.join(out["run_dir"], "tokenizer.json"))
+
+
+def test_second_run_reuses_the_tokenizer_and_never_overwrites_a_run(titles_file, tmp_path):
+    a = train.run(**tiny(titles_file, tmp_path, epochs=1, max_steps=2))
+    b = train.run(**tiny(titles_file, tmp_path, epochs=1, max_steps=2))
+    assert a["run_dir"] != b["run_dir"]
+    assert len(os.listdir(tmp_path / "runs" / ".tokenizers")) == 1
+    with open(os.path.join(a["run_dir"], "tokenizer.json"), "rb") as f1, \
+            open(os.path.join(b["run_dir"], "tokenizer.json"), "rb") as f2:
+        assert f1.read() == f2.read()
+
+
+def test_callback_can_stop_a_run(titles_file, tmp_path):
+    class Enough(Exception):
+        pass
+
+    def stop_after_first(step, val):
+        if step > 0:
+            raise Enough
+
+    with pytest.raises(Enough):
+        train.run(callback=stop_after_first, name="cut", **tiny(titles_file, tmp_path))
+    log = read_log(tmp_path / "runs" / "cut" / "log.jsonl")
+    assert log[-1]["event"] == "end" and log[-1]["status"] == "stopped"
+    assert [e["step"] for e in log if e["event"] == "eval"] == [0, log[-1]["steps"]]
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(titles_file, tmp_path):
+    cfg = tiny(titles_file, tmp_path, epochs=4, opt="asam")
+    whole = train.run(name="whole", **cfg)
+
+    # the same run in a process killed with SIGKILL as soon as its first checkpoint exists
+    flags = [f"--{k}={v}" for k, v in cfg.items() if not isinstance(v, bool)]
+    flags += ["--no-compile", "--no-amp", "--no-progress", "--name=killed"]
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), *flags], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD)
+    ckpt = tmp_path / "runs" / "killed" / "ckpt.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    log = read_log(tmp_path / "runs" / "killed" / "log.jsonl")
+    assert proc.returncode == -signal.SIGKILL and log[-1]["event"] != "end", "the run ended before the kill"
+
+    resumed = train.run(resume=str(ckpt), device="cpu", compile=False, progress=False, sample=0)
+    assert resumed["steps"] == whole["steps"]
+    assert resumed["final_val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-6)
+    assert read_log(tmp_path / "runs" / "killed" / "log.jsonl")[-1]["status"] == "done"
+
+
+def test_ctrl_c_saves_and_exits_cleanly(titles_file, tmp_path):
+    cfg = tiny(titles_file, tmp_path, epochs=6)
+    flags = [f"--{k}={v}" for k, v in cfg.items() if not isinstance(v, bool)]
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), *flags, "--no-compile", "--no-amp",
+                             "--no-progress", "--name=ctrlc"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+    ckpt = tmp_path / "runs" / "ctrlc" / "ckpt.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in err and "continue with --resume" in out
+    end = read_log(tmp_path / "runs" / "ctrlc" / "log.jsonl")[-1]
+    assert end["status"] == "interrupted" and end["steps"] < 6 * 70
+    assert train.load_checkpoint(str(ckpt))["step"] == end["steps"]
+
+
+def test_resume_after_a_cut_run_equals_uninterrupted(titles_file, tmp_path):
+    whole = train.run(name="whole", **tiny(titles_file, tmp_path, opt="sgd", momentum=0.9, lr=0.05))
+    cut = train.run(name="cut", **tiny(titles_file, tmp_path, opt="sgd", momentum=0.9, lr=0.05, max_steps=7))
+    assert cut["steps"] == 7
+    resumed = train.run(resume=cut["ckpt"], max_steps=0)
+    assert resumed["final_val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-6)
+
+
+def test_non_finite_loss_stops_at_once(titles_file, tmp_path):
+    with pytest.raises(train.Diverged, match="training loss became"):
+        train.run(name="boom", **tiny(titles_file, tmp_path, opt="sgd", lr=1e12, grad_clip=0, dropout=0.0))
+    log = read_log(tmp_path / "runs" / "boom" / "log.jsonl")
+    assert log[-1]["status"] == "diverged"
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: one clear sentence, non-zero exit, nothing lost
+
+def cli(*args, cwd):
+    r = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), *args], cwd=cwd,
+                       capture_output=True, text=True, timeout=120, env=ONE_THREAD)
+    return r.returncode, r.stderr.strip()
+
+
+@pytest.mark.parametrize("make,over,match", [
+    (None, dict(data="nope.txt"), "not found"),
+    (b"", {}, "no titles"),
+    (b"\n  \n", {}, "no titles"),
+    (b"good title\nbad \xff byte\n", {}, "not UTF-8"),
+    ("few", dict(num_titles=5000), "has 700 titles but --num_titles 5,000"),
+    ("ok", dict(d_model=33, n_head=2), "not divisible"),
+    ("ok", dict(vocab_size=100), "too small"),
+    ("ok", dict(opt="adam"), "unknown --opt"),
+    ("ok", dict(device="tpu"), "unknown --device"),
+    ("ok", dict(dropout=1.5), "--dropout"),
+    ("ok", dict(min_lr=1.0, lr=0.1), "--min_lr"),
+    ("ok", dict(batch_size=1000, block_size=512), "fewer than one batch"),
+    ("ok", dict(nonsense=3), "unknown setting"),
+])
+def test_bad_input_raises_one_clear_sentence(tmp_path, titles_file, make, over, match):
+    cfg = tiny(titles_file, tmp_path, **over)
+    if isinstance(make, bytes):
+        (tmp_path / "bad.txt").write_bytes(make)
+        cfg["data"] = str(tmp_path / "bad.txt")
+    with pytest.raises(train.ConfigError, match=match) as e:
+        train.run(**cfg)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_device_is_an_error(titles_file, tmp_path):
+    with pytest.raises(train.ConfigError, match="sees no CUDA GPU"):
+        train.run(**tiny(titles_file, tmp_path, device="cuda"))
+
+
+def test_cli_errors_exit_non_zero_with_one_line(tmp_path, titles_file):
+    code, err = cli("--data", str(tmp_path / "missing.txt"), cwd=tmp_path)
+    assert code != 0 and err.count("\n") == 0 and err.startswith("error: data file")
+    code, err = cli("--opt", "adam", cwd=tmp_path)
+    assert code != 0 and "invalid choice: 'adam'" in err
+
+
+def test_existing_run_name_and_bad_resume_lose_nothing(titles_file, tmp_path):
+    first = train.run(name="keep", **tiny(titles_file, tmp_path, epochs=1, max_steps=3))
+    before = {f: open(os.path.join(first["run_dir"], f), "rb").read() for f in os.listdir(first["run_dir"])}
+    with pytest.raises(train.ConfigError, match="already exists"):
+        train.run(name="keep", **tiny(titles_file, tmp_path))
+    with pytest.raises(train.ConfigError, match="was trained with n_layer=1, not 2"):
+        train.run(resume=first["ckpt"], n_layer=2)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(open(first["ckpt"], "rb").read()[:1000])
+    with pytest.raises(train.ConfigError, match="corrupt"):
+        train.run(resume=str(corrupt))
+    after = {f: open(os.path.join(first["run_dir"], f), "rb").read() for f in os.listdir(first["run_dir"])}
+    assert after == before
+
+
+def test_preset_flags_and_overrides():
+    cfg = train.resolve_config({"preset": "step5", "d_model": 384, "opt": "adamw"})
+    assert (cfg["n_layer"], cfg["n_head"], cfg["lr"], cfg["opt"]) == (6, 6, 1.1e-3, "adamw")
+    # every preset is a valid config, and the big ones are the study's 27,172,864-parameter shape
+    for name, p in train.PRESETS.items():
+        c = train.resolve_config({"preset": name})
+        n = GPT(GPTConfig(vocab_size=c["vocab_size"], block_size=c["block_size"], n_layer=c["n_layer"],
+                          n_head=c["n_head"], d_model=c["d_model"])).num_params()
+        assert n == {"step5": 12_208_128, "step6": 2_560_128}.get(name, 27_172_864)
+
+
+# ==================================================================================================
+# tune.py, evaluate.py, plot_logs.py: the study as commands
+# ==================================================================================================
+
+
+
+@pytest.fixture(scope="module")
+def study_titles(tmp_path_factory):
+    """600 made-up titles with a little structure, so a tiny model's loss falls within one epoch."""
+    r = random.Random(0)
+    words = [["Show HN", "Ask HN", "Launch HN", "Tell HN"], ["fast", "small", "simple", "new", "tiny"],
+             ["database", "compiler", "editor", "browser", "shell", "kernel"], ["Rust", "Go", "Python", "C", "Zig"]]
+    path = tmp_path_factory.mktemp("data") / "titles.txt"
+    path.write_text("".join(f"{r.choice(words[0])}: A {r.choice(words[1])} {r.choice(words[2])} written in "
+                            f"{r.choice(words[3])}\n" for _ in range(600)), encoding="utf-8")
+    return str(path)
+
+
+def tiny_flags(study_titles):
+    return ["--data", study_titles, "--num_titles", "400", "--test_titles", "100", "--vocab_size", "300",
+            "--n_layer", "1", "--n_head", "2", "--d_model", "32", "--batch_size", "8", "--epochs", "1",
+            "--opt", "adamw", "--device", "cpu", "--no-compile", "--no-amp", "--no-progress"]
+
+
+# -----------------------------------------------------------------------------
+# plot_logs.py
+
+
+def write_log(path, name, events):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(json.dumps(e) for e in events) + "\n")
+
+
+def fake_log(path, name, final, preset=None, t0=0.0, resume_at=None):
+    cfg = dict(train.defaults(), preset=preset, n_layer=4, n_head=3, d_model=192, epochs=1)
+    events = [{"event": "config", "time": t0, "name": name, "config": cfg, "device": "cpu", "n_params": 2560128}]
+    for step in range(0, 31, 5):
+        if step:
+            events.append({"event": "train", "time": t0 + step, "step": step, "epoch": step / 30,
+                           "loss": 4 - step / 10, "lr": 1e-3, "tokens_per_s": 1000.0})
+        if step % 15 == 0:
+            events.append({"event": "eval", "time": t0 + step, "step": step, "epoch": step / 30,
+                           "val_loss": final + (30 - step) / 30})
+    events.append({"event": "end", "time": t0 + 60, "status": "done", "final_val_loss": final,
+                   "best_val_loss": final, "steps": 30, "tokens_per_s": 1000.0, "time_s": 60.0})
+    write_log(path, name, events)
+
+
+def test_smooth_and_spread_docstring_examples():
+    assert plot_logs.smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
+    assert plot_logs.smooth([0.0, 2.0], beta=0.5) == pytest.approx([0.0, 4 / 3])
+    assert plot_logs.spread([1.0, 1.01, 2.0], gap=0.1) == pytest.approx([1.0, 1.1, 2.0])
+    ys = [1.3, 1.29, 1.31, 1.7, 1.305]
+    out = plot_logs.spread(ys, gap=0.02, lo=1.295)
+    assert all(o >= max(y, 1.295) - 1e-12 for o, y in zip(out, ys))     # labels only move up
+    s = sorted(out)
+    assert all(b - a >= 0.02 - 1e-12 for a, b in zip(s, s[1:]))        # and never overlap
+
+
+def test_read_log_drops_steps_logged_again_after_resume(tmp_path):
+    # steps 1-3 ran, the checkpoint is at step 2 (its eval), the run was killed during step 3 and resumed
+    path = str(tmp_path / "r" / "log.jsonl")
+    events = [{"event": "config", "time": 0, "name": "r", "config": {}},
+              {"event": "train", "step": 1, "epoch": 0.25, "loss": 3.0},
+              {"event": "train", "step": 2, "epoch": 0.5, "loss": 2.5},
+              {"event": "eval", "step": 2, "epoch": 0.5, "val_loss": 2.0},
+              {"event": "train", "step": 3, "epoch": 0.75, "loss": 9.9},
+              {"event": "end", "status": "interrupted", "final_val_loss": 2.0},
+              {"event": "resume", "step": 2},
+              {"event": "train", "step": 3, "epoch": 0.75, "loss": 2.2},
+              {"event": "eval", "step": 4, "epoch": 1.0, "val_loss": 1.8}]
+    write_log(path, "r", events)
+    with open(path, "a") as f:
+        f.write('{"event": "train", "st')  # killed mid-line
+    run = plot_logs.read_log(path)
+    assert run["train"] == [(0.25, 3.0), (0.5, 2.5), (0.75, 2.2)]
+    assert run["evals"] == [(0.5, 2.0), (1.0, 1.8)]
+    assert run["end"] is None and plot_logs.final_val_loss(run) == 1.8
+
+
+def test_plot_logs_writes_png_from_two_logs(tmp_path):
+    fake_log(str(tmp_path / "a" / "log.jsonl"), "a", 1.5)
+    fake_log(str(tmp_path / "b" / "log.jsonl"), "b", 1.3, t0=1.0)
+    out = tmp_path / "figure.png"
+    plot_logs.main(["--runs", str(tmp_path / "*" / "log.jsonl"), "--out", str(out)])
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+    h, w, _ = matplotlib.image.imread(str(out)).shape
+    assert w > 1000 and h > 500
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "figure.png"]  # no temporary file left behind
+    rows = [plot_logs.meta_row(plot_logs.read_log(str(tmp_path / n / "log.jsonl"))) for n in "ab"]
+    assert rows[0][plot_logs.META_COLUMNS.index("shape")] == "4L 3H 192d b64"
+    assert [r[-1] for r in rows] == ["1.5000", "1.3000"]
+
+
+def test_ladder_table_lists_presets_in_study_order(tmp_path, capsys):
+    fake_log(str(tmp_path / "s6" / "log.jsonl"), "s6", 1.4, preset="step6")
+    fake_log(str(tmp_path / "s0" / "log.jsonl"), "s0", 1.9, preset="step0", t0=5.0)
+    fake_log(str(tmp_path / "x" / "log.jsonl"), "x", 1.2)  # not a preset: not in the ladder
+    plot_logs.main(["--table", "--runs", str(tmp_path / "*" / "log.jsonl")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("nanorun ladder: 100,000 titles x 1 epoch of data/hn_titles.txt "
+                        "(the study: 100,000 titles x 7 epochs)")
+    assert lines[4:] == ["| step0 | baseline: SGD, constant lr | 1.9000 | 1.7533 | 60 s |",
+                         "| step6 | smaller still | 1.4000 | 1.3206 | 60 s |"]
+
+
+# -----------------------------------------------------------------------------
+# evaluate.py
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(study_titles, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = train.run(data=study_titles, num_titles=400, test_titles=100, vocab_size=300, n_layer=1, n_head=2,
+                       d_model=32, block_size=16, batch_size=8, epochs=1, device="cpu", compile=False, amp=False,
+                       out_dir=str(out), progress=False, sample=0, name="tiny")
+    return result["ckpt"]
+
+
+def test_evaluate_equals_the_metric_computed_by_hand(tiny_ckpt, study_titles, capsys):
+    r = evaluate.evaluate(tiny_ckpt, device="cpu")
+    model, tok, _ = evaluate.load_model(tiny_ckpt)
+    with open(study_titles, encoding="utf-8") as f:
+        test = [line.strip() for line in f][400:500]
+    text = "<eos>".join(test) + "<eos>"
+    ids = [tok.eos_id] + tok.encode_titles(test)
+    # a plain loop: windows of 16 predictions tile the stream, each token scored once, no padding
+    nats, T = 0.0, 16
+    with torch.no_grad():
+        for s in range(0, len(ids) - 1, T):
+            y = torch.tensor(ids[s + 1:s + T + 1])
+            logits, _ = model(torch.tensor(ids[s:s + len(y)])[None])
+            nats += F.cross_entropy(logits[0], y, reduction="sum").item()
+    assert r["test_titles"] == 100 and r["chars"] == len(text)
+    assert r["loss"] == pytest.approx(nats / len(text), rel=1e-5)
+    assert r["perplexity"] == pytest.approx(math.exp(nats / len(text)), rel=1e-5)
+    assert r["tokens_per_char"] == pytest.approx((len(ids) - 1) / len(text))
+    assert r["params"] == sum(p.numel() for p in model.parameters())
+    evaluate.main([tiny_ckpt, "--device", "cpu"])
+    row = f"| {tiny_ckpt} | {r['params']:,} | 100 | {r['loss']:.4f} | {r['perplexity']:.4f} |"
+    assert row in capsys.readouterr().out
+
+
+def test_evaluate_bad_input_is_one_clear_sentence(tiny_ckpt, study_titles, tmp_path):
+    ckpt = torch.load(tiny_ckpt, weights_only=False)
+    run_dir = os.path.dirname(tiny_ckpt)
+    (tmp_path / "no_tok").mkdir()
+    torch.save(ckpt, tmp_path / "no_tok" / "ckpt.pt")
+    (tmp_path / "other_tok").mkdir()
+    torch.save(ckpt, tmp_path / "other_tok" / "ckpt.pt")
+    with open(os.path.join(run_dir, "tokenizer.json"), encoding="utf-8") as f:
+        (tmp_path / "other_tok" / "tokenizer.json").write_text(f.read().replace("[", "[ ", 1), encoding="utf-8")
+    (tmp_path / "no_config").mkdir()
+    torch.save({k: v for k, v in ckpt.items() if k != "config"}, tmp_path / "no_config" / "ckpt.pt")
+    with open(study_titles, encoding="utf-8") as f:
+        lines = f.readlines()
+    (tmp_path / "short.txt").write_text("".join(lines[:400]), encoding="utf-8")
+    (tmp_path / "shifted.txt").write_text("".join(lines[1:]), encoding="utf-8")
+    cases = [([str(tmp_path / "no_tok" / "ckpt.pt")], "is missing"),
+             ([str(tmp_path / "other_tok" / "ckpt.pt")], "sha256 differs"),
+             ([str(tmp_path / "no_config" / "ckpt.pt")], "not a version-1 nanorun checkpoint"),
+             ([tiny_ckpt, "--data", str(tmp_path / "short.txt")], "has no titles after the first 400"),
+             ([tiny_ckpt, "--data", str(tmp_path / "shifted.txt")], "does not begin with the 400 titles")]
+    for argv, words in cases:
+        with pytest.raises(SystemExit) as e:
+            evaluate.main(argv + ["--device", "cpu"])
+        assert str(e.value).startswith("error: ") and words in str(e.value), (argv, e.value)
+        assert str(e.value).count("; ") <= 1 and "\n" not in str(e.value)
+
+
+# -----------------------------------------------------------------------------
+# tune.py
+
+
+def test_train_command_and_search_space_docstring_examples():
+    assert (tune.train_command({"opt": "asam", "compile": False}, {"lr": 0.00123})
+            == "python train.py --opt asam --no-compile --lr 0.00123")
+    space = tune.search_space(dict(train.defaults(), opt="adamw"), {"lr", "block_size"})
+    assert space == {"dropout": ("float", 0.0, 0.3), "warmup_ratio": ("float", 0.0, 0.2),
+                     "weight_decay": ("float", 0.0, 0.1)}
+    # ranges hold the untuned recipe's values (step 2's block size 128, SGD's lr) so it can be trial 0
+    space = tune.search_space(dict(train.defaults(), **train.PRESETS["step0"]["flags"]), set())
+    assert space["lr"] == ("log", 1e-3, 1.0) and space["block_size"] == ("choice", [32, 64, 128])
+    assert tune.search_space(train.defaults(), set())["rho"] == ("log", 0.1, 3.0)  # ASAM, its default 0.5 inside
+
+
+def test_tune_study_prunes_fails_and_resumes(study_titles, tmp_path, monkeypatch, capsys):
+    db, out = f"sqlite:///{tmp_path}/tune.db", str(tmp_path / "runs")
+    flags = ["--storage", db, "--study", "s", "--prune_after", "1", *tiny_flags(study_titles), "--out_dir", out]
+    study = optuna.create_study(storage=db, study_name="s", direction="minimize")
+    study.enqueue_trial({"lr": 1e-2})  # learns fast: the median to beat
+    study.enqueue_trial({"lr": 1e-4})  # barely moves: behind trial 0 at the first evaluation, so pruned
+    real_run = train.run
+
+    def crash_trial_2(callback=None, **config):
+        if config["name"] == "s-t2":
+            raise RuntimeError("a crash")
+        return real_run(callback=callback, **config)
+
+    monkeypatch.setattr(train, "run", crash_trial_2)
+    tune.main(["--trials", "3", *flags])
+    S = optuna.trial.TrialState
+    trials = optuna.load_study(study_name="s", storage=db).get_trials()
+    assert [t.state for t in trials] == [S.COMPLETE, S.PRUNED, S.FAIL]
+    with open(os.path.join(out, "s-t0", "log.jsonl")) as f:
+        end = [json.loads(line) for line in f][-1]
+    assert end["status"] == "done" and trials[0].value == end["final_val_loss"]
+    with open(os.path.join(out, "s-t1", "log.jsonl")) as f:
+        events = [json.loads(line) for line in f]
+    assert events[-1]["status"] == "stopped" and sum(e["event"] == "eval" for e in events) == 2
+    assert list(trials[1].intermediate_values) == [0, 1]  # reported by evaluation index
+    printed = capsys.readouterr().out
+    assert "3 trials, 1 complete, 1 pruned, 1 fail" in printed
+    best = printed.split("repeat the best trial:\n")[1].split()
+    assert best[:4] == ["python", "train.py", "--data", study_titles] and best[best.index("--lr") + 1] == "0.01"
+
+    monkeypatch.setattr(train, "run", real_run)
+    tune.main(["--trials", "1", *flags])  # the same command again: resumes, adds one trial
+    trials = optuna.load_study(study_name="s", storage=db).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3] and trials[3].state in (S.COMPLETE, S.PRUNED)
+    assert all(trials[3].params != t.params for t in trials[:3])
+    assert os.path.isfile(os.path.join(out, "s-t3", "ckpt.pt"))
+    with pytest.raises(SystemExit, match="was run with d_model=32, not d_model=64"):  # other flags: refused
+        tune.main(["--trials", "1", *flags, "--d_model", "64"])
+
+
+def test_diverged_trial_is_pruned_and_bad_input_stops_the_study(monkeypatch):
+    def run(callback=None, **config):
+        if config["name"] == "x-t0":
+            raise train.Diverged("training loss became nan")
+        raise train.ConfigError("bad on purpose")
+
+    monkeypatch.setattr(train, "run", run)
+    study, bad_input = optuna.create_study(), []
+    space = tune.search_space(train.defaults(), set())
+    study.optimize(lambda t: tune.objective(t, {}, space, "x", "runs", bad_input), n_trials=5, catch=(Exception,))
+    S = optuna.trial.TrialState
+    assert [t.state for t in study.trials] == [S.PRUNED, S.FAIL]  # trials 2-4 never started
+    assert [str(e) for e in bad_input] == ["bad on purpose"]
+
+
+def test_two_workers_share_one_journal_study(study_titles, tmp_path):
+    journal, out = str(tmp_path / "tune.log"), str(tmp_path / "runs")
+    cmd = [sys.executable, os.path.join(HERE, "tune.py"), "--storage", journal, "--study", "j", "--trials", "2",
+           "--pruner", "none", *tiny_flags(study_titles), "--out_dir", out]
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # one core each, as at the top of this file
+    workers = [subprocess.Popen(cmd + ["--sampler_seed", str(seed)], cwd=HERE, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for seed in (1, 2)]
+    outputs = [w.communicate(timeout=120)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = optuna.load_study(study_name="j", storage=tune.open_storage(journal)).get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1  # one worker made the study
+    runs = sorted(glob.glob(os.path.join(out, "j-t*", "log.jsonl")))
+    assert [os.path.basename(os.path.dirname(p)) for p in runs] == ["j-t0", "j-t1", "j-t2", "j-t3"]
