@@ -16,6 +16,7 @@ import math
 import shutil
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -264,12 +265,16 @@ SHAPES = {  # the study's two small shapes (steps 6 and 5), vocab 4000, block 64
 }
 
 
-def bench_one(config, batch_size, compile, dtype, steps, device):
+def bench_one(config, batch_size, compile, dtype, steps, device, opt=None):
     """Forward+backward tokens/s of one (shape, compile, dtype) setting on random tokens: the median
-    step and the fastest step (the fastest is the one least disturbed by other work on the machine)."""
+    step and the fastest step (the fastest is the one least disturbed by other work on the machine).
+    With opt (e.g. "adamw", "asam") each step is a whole bare training step: forward, backward (twice
+    for SAM/ASAM), clip, optimizer step; train.py's tokens/s compares against this."""
+    import optim  # only the benchmark needs it
     torch.manual_seed(1337)
     model = GPT(config).to(device)
     runner = torch.compile(model) if compile else model
+    optimizer = optim.build_optimizer(opt, model, lr=1e-4, weight_decay=0.01) if opt else None
     B, T = batch_size, config.block_size
     x = torch.randint(config.vocab_size, (B, T), device=device)
     y = torch.randint(config.vocab_size, (B, T), device=device)
@@ -279,6 +284,18 @@ def bench_one(config, batch_size, compile, dtype, steps, device):
         with autocast:
             _, loss = runner(x, y)
         loss.backward()
+        if opt in ("sam", "asam"):
+            optimizer.first_step(zero_grad=True)
+            with autocast:
+                _, loss = runner(x, y)
+            loss.backward()
+        if optimizer is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if opt in ("sam", "asam"):
+                optimizer.second_step()
+            else:
+                optimizer.step()
+        loss.item()
         model.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
@@ -308,6 +325,9 @@ def main():
                         help="fp32, or bf16 autocast (default: all)")
     parser.add_argument("--batch_size", type=int, default=64, help="sequences per batch (default: 64)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (default: 5)")
+    parser.add_argument("--opt", choices=["sgd", "adamw", "sam", "asam", "muon"], default=None,
+                        help="time whole training steps with this optimizer (default: forward+backward only)")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout of the model (default: 0.0)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads, 0 = torch's choice (default: 0)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                         help="auto prefers cuda, then mps, then cpu (default: auto)")
@@ -323,13 +343,15 @@ def main():
     compiles = [False, True] if args.compile is None else [args.compile]
     dtypes = ["fp32", "bf16"] if args.dtype == "all" else [args.dtype]
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"batch {args.batch_size} x block 64, {args.steps} timed steps")
+          f"batch {args.batch_size} x block 64, {args.steps} timed steps, dropout {args.dropout}, "
+          f"{'whole ' + args.opt + ' steps' if args.opt else 'forward+backward'}")
     for name in shapes:
-        config = SHAPES[name]
+        config = dataclasses.replace(SHAPES[name], dropout=args.dropout)
         n = GPT(config).num_params()
         for compile in compiles:
             for dtype in dtypes:
-                median, best, warmup_s = bench_one(config, args.batch_size, compile, dtype, args.steps, device)
+                median, best, warmup_s = bench_one(config, args.batch_size, compile, dtype, args.steps, device,
+                                                   args.opt)
                 print(f"{name:>6} ({n:,} params)  {'compiled' if compile else 'eager':>8}  {dtype}  "
                       f"{median:9,.0f} tokens/s median, {best:9,.0f} best  (first step {warmup_s:.1f} s)", flush=True)
 
