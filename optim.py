@@ -66,6 +66,29 @@ def adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta
     torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr / bc for bc in bias_correction1])  # w <- w - lr m_hat / denom
 
 
+def adamw_group_step(opt, group, params):
+    """One AdamW update of one param group's params (those with a gradient); state made on first use."""
+    states = [opt.state[p] for p in params]
+    for p, state in zip(params, states):
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        state["step"] += 1
+    beta1, beta2 = group["betas"]
+    adamw_update(params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                 [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
+                 lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
+
+
+def closure_loss(closure):
+    """step(closure) as in torch.optim: re-evaluate the loss, with gradients on, before updating."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def _check_lr_wd(lr, weight_decay):
     if lr < 0:
         raise ValueError(f"lr must be >= 0, got {lr}.")
@@ -88,10 +111,7 @@ class SGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -119,26 +139,12 @@ class AdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states):
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-            beta1, beta2 = group["betas"]
-            adamw_update(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                         [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
-                         lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                         weight_decay=group["weight_decay"])
+            adamw_group_step(self, group, params)
         return loss
 
 
@@ -291,10 +297,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             lr, wd = group["lr"], group["weight_decay"]
@@ -311,17 +314,7 @@ class Muon(torch.optim.Optimizer):
                     p.mul_(1 - lr * wd)
                     p.add_(O, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
             elif params:
-                states = [self.state[p] for p in params]
-                for p, state in zip(params, states):
-                    if not state:
-                        state["step"] = 0
-                        state["exp_avg"] = torch.zeros_like(p)
-                        state["exp_avg_sq"] = torch.zeros_like(p)
-                    state["step"] += 1
-                beta1, beta2 = group["betas"]
-                adamw_update(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                             [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
-                             lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=wd)
+                adamw_group_step(self, group, params)
         return loss
 
 
