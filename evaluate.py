@@ -85,12 +85,14 @@ def evaluate(path, data=None, device="cpu", batch_size=None, amp=False):
     titles, data = held_out_titles(ckpt, path, data)
     block_size = model.config.block_size
     t0 = time.time()
-    loss = train.eval_loss(model, titles, tok, block_size, batch_size or ckpt["config"]["batch_size"], device, amp)
-    seconds = time.time() - t0
+    stream = train.title_stream(tok, titles)  # <eos> + every title's ids and <eos>: encoded once
     chars = train.text_chars(titles)
+    loss = train.stream_nats(model, stream, block_size, batch_size or ckpt["config"]["batch_size"], device,
+                             amp) / chars
+    seconds = time.time() - t0
     return {"checkpoint": path, "data": data, "params": model.num_params(), "test_titles": len(titles),
             "chars": chars, "loss": loss, "perplexity": math.exp(loss),
-            "tokens_per_char": len(tok.encode_titles(titles)) / chars, "val_loss": ckpt.get("val_loss"),
+            "tokens_per_char": (len(stream) - 1) / chars, "val_loss": ckpt.get("val_loss"),
             "time_s": seconds, "model": model, "tokenizer": tok}
 
 

@@ -299,12 +299,6 @@ def stream_nats(model, stream, block_size, batch_size, device, amp=False):
     return total
 
 
-def eval_loss(model, titles, tokenizer, block_size, batch_size, device, amp=False):
-    """The study's metric: nats per character of "<eos>".join(titles) + "<eos>"."""
-    nats = stream_nats(model, title_stream(tokenizer, titles), block_size, batch_size, device, amp)
-    return nats / text_chars(titles)
-
-
 # ----------------------------------------------------------------------------------------------
 # Device
 
