@@ -7,6 +7,7 @@ Every test builds its own tiny data under pytest's tmp_path; none needs a GPU or
 """
 
 import copy
+import dataclasses
 import doctest
 import glob
 import json
@@ -14,6 +15,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +33,7 @@ import plot_logs
 import train
 import tune
 from bpe import Tokenizer
-from gpt import GPT, GPTConfig
+from gpt import GPT, GPTConfig, compile_model, dropout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Models this small only lose from threads: on a busy 2-core machine 2 threads were ~5x slower.
@@ -420,13 +422,47 @@ def test_generate_greedy_crops_context_and_restores_mode():
 
 def test_forward_traces_as_one_graph_under_compile():
     # backend="eager" traces with dynamo but skips code generation: fast, and fullgraph=True fails on any
-    # graph break (the id range check must not cause one)
-    model = tiny_model()
+    # graph break (neither the id range check nor dropout's random words may cause one)
+    model = tiny_model(config=dataclasses.replace(TINY, dropout=0.3))
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     x, y = random_batch(4)
+    torch.manual_seed(5)
     _, loss = model(x, y)
+    torch.manual_seed(5)
     _, loss_c = compiled(x, y)
     assert torch.allclose(loss, loss_c, atol=1e-6)
+
+
+@pytest.mark.skipif(not any(map(shutil.which, ("c++", "g++", "clang++"))), reason="compiling needs a C++ compiler")
+def test_compiled_model_draws_the_same_dropout_masks_as_eager():
+    model = tiny_model(config=dataclasses.replace(TINY, dropout=0.3))
+    x, y = random_batch(4)
+    torch.manual_seed(5)
+    _, loss = model(x, y)
+    compiled = compile_model(model, "cpu")
+    torch.manual_seed(5)
+    _, loss_c = compiled(x, y)
+    assert torch.allclose(loss, loss_c, atol=1e-5)
+    assert not torch.allclose(loss, compiled(x, y)[1], atol=1e-5)  # the next call draws other masks
+
+
+def test_dropout_drops_a_fraction_p_of_elements_independently_and_scales_the_rest():
+    torch.manual_seed(0)
+    x = torch.ones(1_000_000)
+    out = dropout(x, 0.0603, True)
+    p = 3952 / 65536                                # 0.0603 rounded to a multiple of 1/65536
+    kept = out[out != 0]
+    assert torch.all(kept == kept[0]) and abs(kept[0].item() - 1 / (1 - p)) < 1e-6
+    dropped = (out == 0).float()
+
+    def within(fraction, q, n):                     # a binomial fraction within 5 standard deviations of q
+        return abs(fraction - q) < 5 * (q * (1 - q) / n) ** 0.5
+
+    for lane in dropped.view(-1, 4).mean(0).tolist():   # each of a random word's four 16-bit lanes
+        assert within(lane, p, 250_000)
+    assert within((dropped[1:] * dropped[:-1]).mean().item(), p * p, 999_999)  # neighbours: independent
+    assert dropout(x, 0.3, False) is x and dropout(x, 0.0, True) is x
+    assert set(dropout(torch.ones(8), 0.5, True).tolist()) <= {0.0, 2.0}
 
 
 # -----------------------------------------------------------------------------
@@ -718,7 +754,7 @@ def test_schedule_docstring_examples_and_errors():
 # -----------------------------------------------------------------------------
 # every optimizer can memorise one tiny batch
 
-@pytest.mark.parametrize("name, lr", [("sgd", 0.3), ("adamw", 1e-2), ("sam", 1e-2), ("asam", 1e-2), ("muon", 2e-2)])
+@pytest.mark.parametrize("name, lr", [("sgd", 0.3), ("adamw", 1e-2), ("sam", 1e-2), ("asam", 1e-2), ("muon", 1e-2)])
 def test_each_optimizer_overfits_a_tiny_batch(name, lr):
     config = GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, d_model=32)
     model = tiny_model(seed=0, config=config)
