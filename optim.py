@@ -66,6 +66,14 @@ def adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta
     torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr / bc for bc in bias_correction1])  # w <- w - lr m_hat / denom
 
 
+def groups_with_grads(opt):
+    """(group, the group's params that have a gradient) for each param group that has any."""
+    for group in opt.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            yield group, params
+
+
 def adamw_group_step(opt, group, params):
     """One AdamW update of one param group's params (those with a gradient); state made on first use."""
     states = [opt.state[p] for p in params]
@@ -112,10 +120,7 @@ class SGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure_loss(closure)
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        for group, params in groups_with_grads(self):
             grads = [p.grad for p in params]
             bufs = [self.state[p].get("momentum_buffer") for p in params]
             sgd_update(params, grads, bufs, lr=group["lr"], momentum=group["momentum"],
@@ -140,10 +145,7 @@ class AdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure_loss(closure)
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        for group, params in groups_with_grads(self):
             adamw_group_step(self, group, params)
         return loss
 
@@ -186,8 +188,7 @@ class SAM(torch.optim.Optimizer):
     def first_step(self, zero_grad=False):
         """Move every parameter with a gradient from w to w + e, keeping a copy of w to come back to."""
         groups = []
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+        for group, params in groups_with_grads(self):
             grads = [p.grad for p in params]
             if group["adaptive"]:
                 grads = torch._foreach_mul(grads, params)          # w g  (ASAM's T_w g with T_w = |w|)
@@ -198,8 +199,6 @@ class SAM(torch.optim.Optimizer):
         grad_norm = torch.linalg.vector_norm(torch.stack(norms))    # ||g|| or ||w g||, all parameters together
         self.perturbed = []
         for group, params, grads in groups:
-            if not params:
-                continue
             e = torch._foreach_mul(grads, params) if group["adaptive"] else grads   # w^2 g  or  g
             e = torch._foreach_mul(e, group["rho"] / (grad_norm + 1e-12))
             for p in params:
@@ -298,8 +297,7 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure_loss(closure)
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+        for group, params in groups_with_grads(self):
             lr, wd = group["lr"], group["weight_decay"]
             if group["use_muon"]:
                 mu = group["momentum"]
@@ -313,7 +311,7 @@ class Muon(torch.optim.Optimizer):
                     O = newton_schulz(update, steps=group["ns_steps"])
                     p.mul_(1 - lr * wd)
                     p.add_(O, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
-            elif params:
+            else:
                 adamw_group_step(self, group, params)
         return loss
 
