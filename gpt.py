@@ -12,6 +12,7 @@ has what running it needs: bf16 autocast, torch.compile with an eager fallback, 
 
 import argparse
 import contextlib
+import ctypes
 import math
 import shutil
 import time
@@ -256,6 +257,21 @@ def cpu_has_bf16():
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def keep_freed_memory():
+    """Linux (glibc) only: keep memory the process frees for its next allocations instead of giving it back
+    to the kernel. A training step frees and allocates the same activations every step; by default glibc
+    returns large blocks (and the top of its heap) to the kernel, and the next step takes a page fault for
+    every 4 KiB it touches again: 5,000-29,000 faults, 9-50 ms of kernel time per step of the 4L/192d model
+    on CPU, none with this. Returns whether the setting took (False elsewhere, e.g. macOS or musl)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded into this process
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    # blocks up to 32 MiB (glibc's largest allowed) from the reusable heap; give memory back only past 1 GiB
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
 def autocast(device, amp):
     """bf16 autocast on CUDA or CPU when amp is on: matmuls in bf16, reductions and the loss in fp32."""
     if not amp:
@@ -394,6 +410,8 @@ def main():
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if device == "cpu":
+        keep_freed_memory()  # as train.py does
     shapes = list(SHAPES) if args.shape == "all" else [args.shape]
     compiles = [False, True] if args.compile is None else [args.compile]
     dtypes = ["fp32", "bf16"] if args.dtype == "all" else [args.dtype]

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 import optim
 from bpe import Tokenizer
-from gpt import GPT, GPTConfig, autocast, cpu_has_bf16, maybe_compile, sample_titles
+from gpt import GPT, GPTConfig, autocast, cpu_has_bf16, keep_freed_memory, maybe_compile, sample_titles
 
 # ----------------------------------------------------------------------------------------------
 # The study, one preset per step (STUDY.md). Flags given on the command line override a preset.
@@ -433,6 +433,7 @@ def run(callback=None, **config):
     torch.manual_seed(cfg["seed"])  # also seeds CUDA and MPS
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    memory_kept = device == "cpu" and keep_freed_memory()
     mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=T, n_layer=cfg["n_layer"], n_head=cfg["n_head"],
                       d_model=cfg["d_model"], dropout=cfg["dropout"])
     raw_model = GPT(mconf).to(device)
@@ -455,11 +456,11 @@ def run(callback=None, **config):
         log("resume", step=step)
     else:
         log("config", name=os.path.basename(run_dir), config=cfg, device=device, amp=amp, compiled=compiled,
-            versions=versions(), n_params=raw_model.num_params(), steps_per_epoch=steps_per_epoch,
-            total_steps=total_steps, data={"path": cfg["data"], "sha256": data_sha, "n_train": len(train_titles),
-                                           "n_val": len(val_titles), "n_test": len(test_titles),
-                                           "train_tokens": len(train_stream), "val_tokens": len(val_stream),
-                                           "val_chars": val_chars})
+            freed_memory_kept=memory_kept, versions=versions(), n_params=raw_model.num_params(),
+            steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+            data={"path": cfg["data"], "sha256": data_sha, "n_train": len(train_titles), "n_val": len(val_titles),
+                  "n_test": len(test_titles), "train_tokens": len(train_stream), "val_tokens": len(val_stream),
+                  "val_chars": val_chars})
     print(f"run {run_dir}: {raw_model.num_params():,} parameters on {device}"
           f"{' bf16' if amp else ''}{' compiled' if compiled else ''}; {len(train_stream):,} train tokens, "
           f"{steps_per_epoch} steps/epoch x {cfg['epochs']} epochs")
