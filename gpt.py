@@ -265,7 +265,7 @@ def keep_freed_memory():
     on CPU, none with this. Returns whether the setting took (False elsewhere, e.g. macOS or musl)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded into this process
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no mallopt (macOS), no CDLL(None) (Windows)
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     # blocks up to 32 MiB (glibc's largest allowed) from the reusable heap; give memory back only past 1 GiB
