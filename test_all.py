@@ -977,6 +977,11 @@ def test_resume_after_a_cut_run_equals_uninterrupted(titles_file, tmp_path):
     assert cut["steps"] == 7
     resumed = train.run(resume=cut["ckpt"], max_steps=0)
     assert resumed["final_val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-6)
+    # the log says what the resumed process changed (max_steps 7 -> 0) and chose (device, precision, compile)
+    event = next(e for e in read_log(tmp_path / "runs" / "cut" / "log.jsonl") if e["event"] == "resume")
+    assert event["step"] == 7 and event["config"]["max_steps"] == 0 and event["config"]["device"] == "cpu"
+    assert (event["device"], event["amp"], event["compiled"]) == ("cpu", False, False)
+    assert event["versions"]["torch"] == torch.__version__
 
 
 def test_non_finite_loss_stops_at_once(titles_file, tmp_path):

@@ -452,11 +452,11 @@ def run(callback=None, **config):
 
     log_file = open(log_path, "a", encoding="utf-8")
     log = functools.partial(log_event, log_file)
-    if resume:
-        log("resume", step=step)
+    choices = dict(device=device, amp=amp, compiled=compiled, freed_memory_kept=memory_kept, versions=versions())
+    if resume:  # the settings a resumed run may change, and the choices made for this process
+        log("resume", step=step, config={k: cfg[k] for k in sorted(RESUME_MAY_CHANGE)}, **choices)
     else:
-        log("config", name=os.path.basename(run_dir), config=cfg, device=device, amp=amp, compiled=compiled,
-            freed_memory_kept=memory_kept, versions=versions(), n_params=raw_model.num_params(),
+        log("config", name=os.path.basename(run_dir), config=cfg, **choices, n_params=raw_model.num_params(),
             steps_per_epoch=steps_per_epoch, total_steps=total_steps,
             data={"path": cfg["data"], "sha256": data_sha, "n_train": len(train_titles), "n_val": len(val_titles),
                   "n_test": len(test_titles), "train_tokens": len(train_stream), "val_tokens": len(val_stream),
