@@ -280,13 +280,20 @@ def autocast(device, amp):
 
 
 def compile_model(model, device):
-    """torch.compile(model); on CPU its random numbers (dropout's) come from PyTorch's own generator."""
+    """torch.compile(model); on CPU its random numbers (dropout's) come from PyTorch's own generator, and
+    its training steps repeat bit for bit."""
     if device == "cpu":
         # By default the compiler makes its own random numbers, on CPU one Philox hash per element, unvectorised:
         # with nn.Dropout the kernel holding them took ~97 ms of a compiled 4L/192d step. fallback_random calls
         # PyTorch's generator instead (dropout()'s words: ~13 ms), so a compiled model also draws the very same
         # dropout masks as the eager one. (A process-wide setting.)
         torch._inductor.config.fallback_random = True
+        # The embeddings' backward, compiled, adds gradient rows from all threads with atomic adds: the order
+        # of the additions, and so the last bits of the gradient, change from run to run (two runs of the
+        # same command ended 0.006 nats apart after 108 steps). In deterministic mode the compiler calls
+        # PyTorch's sorted index_put instead, ~0.5 ms a step. (Process-wide too; warn_only: an operation
+        # with no deterministic version warns rather than fails.)
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.compile(model)
 
 

@@ -447,6 +447,27 @@ def test_compiled_model_draws_the_same_dropout_masks_as_eager():
     assert not torch.allclose(loss, compiled(x, y)[1], atol=1e-5)  # the next call draws other masks
 
 
+@pytest.mark.skipif(not any(map(shutil.which, ("c++", "g++", "clang++"))), reason="compiling needs a C++ compiler")
+def test_compiled_backward_repeats_bit_for_bit():
+    # the embeddings' compiled backward would add rows from both threads with atomic adds, in an order that
+    # changes from call to call; compile_model asks for PyTorch's sorted (deterministic) version instead
+    # (with one thread there is no race to see: this test, unlike the others, runs two)
+    model = tiny_model(config=dataclasses.replace(TINY, dropout=0.1))
+    x, y = random_batch(7, B=64)  # 1,024 tokens over a 32-token vocabulary: every row is hit many times
+    grads = []
+    torch.set_num_threads(2)
+    try:
+        compiled = compile_model(model, "cpu")
+        for _ in range(4):
+            torch.manual_seed(3)
+            model.zero_grad(set_to_none=True)
+            compiled(x, y)[1].backward()
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    finally:
+        torch.set_num_threads(1)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
 def test_dropout_drops_a_fraction_p_of_elements_independently_and_scales_the_rest():
     torch.manual_seed(0)
     x = torch.ones(1_000_000)
