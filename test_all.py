@@ -435,29 +435,22 @@ def test_forward_traces_as_one_graph_under_compile():
 
 
 @pytest.mark.skipif(not any(map(shutil.which, ("c++", "g++", "clang++"))), reason="compiling needs a C++ compiler")
-def test_compiled_model_draws_the_same_dropout_masks_as_eager():
+def test_compiled_model_draws_eager_masks_and_repeats_bit_for_bit():
     model = tiny_model(config=dataclasses.replace(TINY, dropout=0.3))
-    x, y = random_batch(4)
+    x, y = random_batch(4, B=64)  # 1,024 tokens over a 32-token vocabulary: every embedding row is hit often
     torch.manual_seed(5)
     _, loss = model(x, y)
-    compiled = compile_model(model, "cpu")
-    torch.manual_seed(5)
-    _, loss_c = compiled(x, y)
-    assert torch.allclose(loss, loss_c, atol=1e-5)
-    assert not torch.allclose(loss, compiled(x, y)[1], atol=1e-5)  # the next call draws other masks
-
-
-@pytest.mark.skipif(not any(map(shutil.which, ("c++", "g++", "clang++"))), reason="compiling needs a C++ compiler")
-def test_compiled_backward_repeats_bit_for_bit():
-    # the embeddings' compiled backward would add rows from both threads with atomic adds, in an order that
-    # changes from call to call; compile_model asks for PyTorch's sorted (deterministic) version instead
-    # (with one thread there is no race to see: this test, unlike the others, runs two)
-    model = tiny_model(config=dataclasses.replace(TINY, dropout=0.1))
-    x, y = random_batch(7, B=64)  # 1,024 tokens over a 32-token vocabulary: every row is hit many times
-    grads = []
+    # two threads here (the other tests run one): the race below needs them
     torch.set_num_threads(2)
     try:
         compiled = compile_model(model, "cpu")
+        torch.manual_seed(5)
+        _, loss_c = compiled(x, y)
+        assert torch.allclose(loss, loss_c, atol=1e-5)
+        assert not torch.allclose(loss, compiled(x, y)[1], atol=1e-5)  # the next call draws other masks
+        # the embeddings' compiled backward would add rows from both threads with atomic adds, in an order
+        # that changes from call to call; compile_model asks for PyTorch's sorted (deterministic) one instead
+        grads = []
         for _ in range(4):
             torch.manual_seed(3)
             model.zero_grad(set_to_none=True)
