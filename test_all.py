@@ -441,6 +441,7 @@ def test_compiled_model_draws_eager_masks_and_repeats_bit_for_bit():
     torch.manual_seed(5)
     _, loss = model(x, y)
     # two threads here (the other tests run one): the race below needs them
+    threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         compiled = compile_model(model, "cpu")
@@ -457,7 +458,7 @@ def test_compiled_model_draws_eager_masks_and_repeats_bit_for_bit():
             compiled(x, y)[1].backward()
             grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     finally:
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
     assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
