@@ -26,10 +26,12 @@ data: install    ## download the study's corpus to data/hn_titles.txt (needs the
 test: install    ## the test suite
 	$(PY) -m pytest -q test_all.py
 
-bench: install   ## speed numbers: tokenizer, model, optimizer (DATA=file.txt)
-	$(PY) bpe.py --data $(DATA) --num_titles 100000 --vocab_size 4000
-	$(PY) gpt.py --bench
-	$(PY) optim.py --bench
+bench: install   ## speed numbers: training step, model, AdamW, tokenizer (DATA=file.txt)
+	$(PY) bench.py step --opt adamw
+	$(PY) bench.py step --opt asam --dropout 0.0603
+	$(PY) bench.py model --shape all
+	$(PY) bench.py adamw
+	$(PY) bench.py tokenizer --data $(DATA)
 # ---- the study: tune, evaluate, figure, ladder (tune.py, evaluate.py, plot_logs.py)
 # ARGS: extra flags for the command, e.g. make tune ARGS='--opt adamw --epochs 2 --num_titles 20000'
 ARGS   ?=

@@ -6,8 +6,8 @@ titles) in the run's data file: train.py never trains, validates or tunes on the
 study's: summed cross-entropy of every test token (nats) / characters of "<eos>".join(titles) + "<eos>",
 so models with different tokenizers compare; perplexity is exp(loss) per character.
 
-    python evaluate.py runs/step5/ckpt.pt runs/step6/ckpt.pt
-    python evaluate.py runs/step6/ckpt.pt --sample 5 --prompt "Show HN:" --temperature 0.8 --top_k 50
+    python evaluate.py runs/step5/ckpt.pt runs/step6           # a checkpoint, or a run folder
+    python evaluate.py runs/step6 --sample 5 --prompt "Show HN:" --temperature 0.8 --top_k 50
 """
 
 import argparse
@@ -18,9 +18,11 @@ import time
 
 import torch
 
+import speed
 import train
 from bpe import Tokenizer
-from gpt import GPT, GPTConfig, sample_titles
+from dataset import ConfigError, read_titles, split_titles, stream_nats, text_chars, title_stream, titles_sha256
+from gpt import GPT, GPTConfig, sample_titles, visible
 
 # -----------------------------------------------------------------------------
 # loading a checkpoint with its tokenizer and its test titles
@@ -31,64 +33,73 @@ def load_model(path, device="cpu"):
     ckpt = train.load_checkpoint(path)
     for key in ("model", "model_config", "tokenizer", "tokenizer_sha256"):
         if key not in ckpt:
-            raise train.ConfigError(f"checkpoint {path} has no {key!r} entry; it was not written by this "
-                                    "train.py, so retrain it")
+            raise ConfigError(f"checkpoint {path} has no {key!r} entry; it was not written by this "
+                              "train.py, so retrain it")
     tok_path = os.path.join(os.path.dirname(os.path.abspath(path)), ckpt["tokenizer"])
     if not os.path.isfile(tok_path):
-        raise train.ConfigError(f"tokenizer {tok_path} of checkpoint {path} is missing; keep the run folder "
-                                "whole (ckpt.pt and tokenizer.json side by side)")
+        raise ConfigError(f"tokenizer {tok_path} of checkpoint {path} is missing; keep the run folder "
+                          "whole (ckpt.pt and tokenizer.json side by side)")
     if train.file_sha256(tok_path) != ckpt["tokenizer_sha256"]:
-        raise train.ConfigError(f"tokenizer {tok_path} is not the one checkpoint {path} was trained with "
-                                "(its sha256 differs); restore the run's own tokenizer.json")
+        raise ConfigError(f"tokenizer {tok_path} is not the one checkpoint {path} was trained with "
+                          "(its sha256 differs); restore the run's own tokenizer.json")
     try:
         tok = Tokenizer.load(tok_path)
     except ValueError as e:
-        raise train.ConfigError(str(e)) from None
+        raise ConfigError(str(e)) from None
     mconf = GPTConfig(**ckpt["model_config"])
     if tok.vocab_size != mconf.vocab_size:
-        raise train.ConfigError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {path} "
-                                f"has {mconf.vocab_size}; they belong to different runs")
+        raise ConfigError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {path} "
+                          f"has {mconf.vocab_size}; they belong to different runs")
     model = GPT(mconf)
     try:
         model.load_state_dict(ckpt["model"])  # strict: every name and shape must match
     except RuntimeError:
-        raise train.ConfigError(f"the weights in checkpoint {path} do not fit its own model_config; "
-                                "the file was edited or mixed up, so retrain it") from None
+        raise ConfigError(f"the weights in checkpoint {path} do not fit its own model_config; "
+                          "the file was edited or mixed up, so retrain it") from None
+    speed.use_fast_modules(model, device)
     model.to(device).eval()
     return model, tok, ckpt
 
 
-def held_out_titles(ckpt, path, data=None):
+def held_out_titles(ckpt, path, data=None, test_titles=None):
     """The checkpoint's held-out test titles: the ones after its run's train + validation titles.
 
     `data` overrides the data file the run was trained on; it must begin with the same titles.
+    `test_titles` overrides how many to take (the run's --test_titles by default).
     """
     c = ckpt["config"]
     data = data or c["data"]
-    titles = train.read_titles(data, limit=c["num_titles"] + c["test_titles"])
-    train_titles, val_titles, test = train.split_titles(titles, c["num_titles"], c["val_frac"], c["test_titles"])
+    n_test = c["test_titles"] if test_titles is None else test_titles
+    if n_test == 0:
+        raise ConfigError(f"run {path} kept no test titles (it was trained with --test_titles 0); the titles "
+                          f"after its first {c['num_titles']:,} were never trained on, so score it on them "
+                          "with --test_titles N")
+    titles = read_titles(data, limit=c["num_titles"] + n_test)
+    train_titles, val_titles, test = split_titles(titles, c["num_titles"], c["val_frac"], n_test)
     # the same fingerprint train.py stores: proof that the test titles were never trained on
     if "data_sha256" in ckpt:
-        if train.titles_sha256(train_titles + val_titles) != ckpt["data_sha256"]:
-            raise train.ConfigError(f"{data} does not begin with the {c['num_titles']:,} titles checkpoint "
-                                    f"{path} was trained on; pass --data with that run's data file")
+        if titles_sha256(train_titles + val_titles) != ckpt["data_sha256"]:
+            raise ConfigError(f"{data} does not begin with the {c['num_titles']:,} titles checkpoint "
+                              f"{path} was trained on; pass --data with that run's data file")
     if not test:
-        raise train.ConfigError(f"{data} has no titles after the first {c['num_titles']:,} (training and "
-                                f"validation) to test {path} on; use a file with more titles")
+        raise ConfigError(f"{data} has no titles after the first {c['num_titles']:,} (training and "
+                          f"validation) to test {path} on; use a file with more titles")
     return test, data
 
 
 @torch.no_grad()
-def evaluate(path, data=None, device="cpu", batch_size=None, amp=False):
+def evaluate(path, data=None, device="cpu", batch_size=None, amp=False, test_titles=None, progress=False):
     """Score one checkpoint on its test titles: a dict of the table's columns."""
+    if os.path.isdir(path):  # a run folder: its checkpoint
+        path = os.path.join(path, "ckpt.pt")
     model, tok, ckpt = load_model(path, device)
-    titles, data = held_out_titles(ckpt, path, data)
+    titles, data = held_out_titles(ckpt, path, data, test_titles)
     block_size = model.config.block_size
     t0 = time.time()
-    stream = train.title_stream(tok, titles)  # <eos> + every title's ids and <eos>: encoded once
-    chars = train.text_chars(titles)
-    loss = train.stream_nats(model, stream, block_size, batch_size or ckpt["config"]["batch_size"], device,
-                             amp) / chars
+    stream = title_stream(tok, titles)  # <eos> + every title's ids and <eos>: encoded once
+    chars = text_chars(titles)
+    loss = stream_nats(model, stream, block_size, batch_size or ckpt["config"]["batch_size"], device, amp,
+                       progress=progress) / chars
     seconds = time.time() - t0
     return {"checkpoint": path, "data": data, "params": model.num_params(), "test_titles": len(titles),
             "chars": chars, "loss": loss, "perplexity": math.exp(loss),
@@ -113,10 +124,13 @@ def markdown_table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints (runs/NAME/ckpt.pt)")
+    parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints (runs/NAME/ckpt.pt) or run folders")
     parser.add_argument("--data", default=None, help="titles file (default: each run's own --data)")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                         help="auto: CUDA, then MPS, then CPU (default: %(default)s)")
+    parser.add_argument("--test_titles", type=int, default=None,
+                        help="score on this many titles after each run's training and validation titles "
+                             "(default: the run's own --test_titles)")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="sequences per forward pass; the loss does not depend on it (default: the run's)")
     parser.add_argument("--amp", default=False, action=argparse.BooleanOptionalAction,
@@ -130,29 +144,37 @@ def main(argv=None):
     args = parser.parse_args(argv)
     for bad, msg in ((args.batch_size is not None and args.batch_size < 1, "--batch_size must be at least 1"),
                      (args.sample < 0, "--sample must not be negative"),
+                     (args.test_titles is not None and args.test_titles < 1, "--test_titles must be at least 1"),
                      (args.temperature < 0, "--temperature must be >= 0 (0 is greedy)"),
                      (args.top_k is not None and args.top_k < 1, "--top_k must be at least 1")):
         if bad:
             sys.exit(f"error: {msg}.")
 
-    rows = []
     try:
         device = train.pick_device(args.device)
-        for path in args.checkpoints:
-            r = evaluate(path, args.data, device, args.batch_size, args.amp)
-            model, tok = r.pop("model"), r.pop("tokenizer")
-            rows.append(r)
-            if args.sample:
-                print(f"{path}:")
-                torch.manual_seed(args.seed)
-                for title in sample_titles(model, tok, args.sample, device, args.prompt,
-                                                 args.temperature, args.top_k):
-                    print("  " + title)
-            del model  # one model in memory at a time
-    except train.ConfigError as e:
+    except ConfigError as e:
         sys.exit(f"error: {e}")
-    print(f"Held-out test titles of {', '.join(sorted({r['data'] for r in rows}))}; loss in nats per character.\n")
-    print(markdown_table(rows))
+    rows, skipped = [], []
+    for path in args.checkpoints:  # a checkpoint that cannot be scored is reported; the others still are
+        try:
+            r = evaluate(path, args.data, device, args.batch_size, args.amp, args.test_titles, progress=True)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            skipped.append(path)
+            continue
+        model, tok = r.pop("model"), r.pop("tokenizer")
+        rows.append(r)
+        if args.sample:
+            print(f"{path}:")
+            torch.manual_seed(args.seed)
+            for title in sample_titles(model, tok, args.sample, device, args.prompt, args.temperature, args.top_k):
+                print("  " + visible(title))
+        del model  # one model in memory at a time
+    if rows:
+        print(f"Held-out test titles of {', '.join(sorted({r['data'] for r in rows}))}; loss in nats per character.\n")
+        print(markdown_table(rows))
+    if skipped:
+        sys.exit(f"error: {len(skipped)} of {len(args.checkpoints)} checkpoints could not be scored (see above)")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,20 @@
 """
 train.py: train a GPT-2 style model on a file of titles, one per line.
 
-Reads the titles, trains a byte-level BPE on the training split (bpe.py), builds the model (gpt.py)
-and an optimizer (optim.py), then runs one visible training loop. Every run gets its own folder
-under runs/ with a JSON-lines log, a checkpoint and the tokenizer. The metric is the study's: summed
-cross-entropy of every validation token, in nats, divided by the characters of the validation text.
+Reads the titles (dataset.py), trains a byte-level BPE on the training split (bpe.py), builds the
+model (gpt.py) and an optimizer (optim.py), then runs one visible training loop. Every run gets its
+own folder under runs/ with a JSON-lines log, a checkpoint and the tokenizer. The metric is the
+study's: summed cross-entropy of every validation token, in nats, per character of validation text.
 
     python train.py --preset step6 --epochs 1 --num_titles 20000   # a first run, minutes on a laptop
     python train.py --opt asam --d_model 384                       # any flag overrides the defaults
     python train.py --preset step5                                 # one step of the study
     python train.py --resume runs/NAME/ckpt.pt                     # continue an interrupted run
+    torchrun --nproc_per_node 4 train.py --preset step5            # one model, 4 processes (DDP)
 
 `run(**config)` is the one entry point (tune.py imports it); `main()` only parses flags.
 """
 import argparse
-import functools
 import hashlib
 import importlib.metadata
 import json
@@ -24,23 +24,30 @@ import platform
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict
 
 import torch
+import torch._inductor.config
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import optim
+import speed
 from bpe import Tokenizer
-from gpt import GPT, GPTConfig, autocast, cpu_has_bf16, keep_freed_memory, maybe_compile, sample_titles
+from dataset import (ConfigError, epoch_order, get_batch, read_titles, split_titles, stream_nats, text_chars,
+                     title_stream, titles_sha256)
+from gpt import GPT, GPTConfig, sample_titles, visible
 
 # ----------------------------------------------------------------------------------------------
 # The study, one preset per step (STUDY.md). Flags given on the command line override a preset.
 
 _BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000)
 _SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, min_lr=1e-5,
-              warmup_ratio=0.1, schedule="cosine", opt="asam", wd_all=False, rho=None)
+              warmup_ratio=0.1, schedule="cosine", opt="asam", wd_all=False, rho=0.05)
 PRESETS = {
     "step0": dict(change="baseline: SGD, constant lr", study_val_loss=1.7533, flags=dict(
         _BIG, opt="sgd", dropout=0.1, lr=6e-3, weight_decay=0.0, schedule="constant",
@@ -55,7 +62,7 @@ PRESETS = {
         _BIG, opt="sam", rho=0.05, dropout=0.153, lr=5e-4, weight_decay=0.01, schedule="cosine",
         warmup_ratio=0.1, min_lr=0.0, wd_all=True)),
     "step4": dict(change="adaptive SAM (ASAM)", study_val_loss=1.311, flags=dict(
-        _BIG, opt="asam", rho=None, dropout=0.153, lr=5e-4, weight_decay=0.01, schedule="cosine",
+        _BIG, opt="asam", rho=0.05, dropout=0.153, lr=5e-4, weight_decay=0.01, schedule="cosine",
         warmup_ratio=0.1, min_lr=0.0, wd_all=True)),
     "step5": dict(change="smaller model; no wd on bias/norm/emb; lr floor", study_val_loss=1.2935,
                   flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
@@ -68,19 +75,28 @@ RESUME_MAY_CHANGE = {"resume", "device", "compile", "progress", "sample", "log_e
                      "data", "out_dir", "name", "preset"}
 
 
-class ConfigError(ValueError):
-    """Bad input: the message is one sentence saying what was wrong and what to do."""
+DEVICES = ("auto", "cuda", "mps", "cpu")
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help adds "(default: X)" to a flag's text, unless the text already says what happens by default."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter,
+                                epilog="The defaults are the study's step-6 recipe (`--preset step6`): 4 layers, "
+                                       "3 heads, width 192, ASAM with rho 0.05, 7 epochs of 90,000 titles.")
     a = p.add_argument
-    a("--preset", default=None, choices=sorted(PRESETS), help="a step of the study; flags override it")
+    a("--preset", default=None, choices=sorted(PRESETS), help="a step of the study; flags typed after it override it (default: none)")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="data/hn_titles.txt", help="text file, one title per line (UTF-8)")
     g.add_argument("--num_titles", type=int, default=100_000, help="first N titles: train + validation")
@@ -94,27 +110,27 @@ def build_parser():
     g.add_argument("--block_size", type=int, default=64, help="context length in tokens")
     g.add_argument("--dropout", type=float, default=0.0603, help="dropout probability")
     g = p.add_argument_group("optimization")
-    g.add_argument("--opt", default="asam", choices=["sgd", "adamw", "sam", "asam", "muon"], help="optimizer")
+    g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
     g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
     g.add_argument("--weight_decay", type=float, default=0.01, help="decoupled weight decay")
     g.add_argument("--wd_all", default=False, action=argparse.BooleanOptionalAction,
                    help="decay biases, norms and embeddings too (study steps 0-4)")
     g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (Muon has its own)")
-    g.add_argument("--rho", type=float, default=None, help="SAM/ASAM radius; None: the optimizer's default")
+    g.add_argument("--rho", type=float, default=0.05, help="SAM/ASAM radius (Kwon et al. use 0.5 for ASAM)")
     g.add_argument("--grad_clip", type=float, default=1.0, help="clip the gradient norm; 0 turns it off")
-    g.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "linear", "wsd"],
+    g.add_argument("--schedule", default="cosine", choices=optim.SCHEDULES,
                    help="learning-rate schedule after warm-up")
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
     g.add_argument("--min_lr", type=float, default=1e-5, help="floor the schedule decays to")
     g.add_argument("--batch_size", type=int, default=64, help="sequences per step")
     g.add_argument("--epochs", type=int, default=7, help="passes over the training tokens")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
-                   "schedule still spans every epoch")
+                   "schedule still spans every epoch, and --resume goes on to the end unless given again")
     g = p.add_argument_group("run")
     g.add_argument("--evals_per_epoch", type=int, default=3, help="validations per epoch (plus step 0)")
     g.add_argument("--log_every", type=int, default=20, help="log the training loss every N steps")
     g.add_argument("--seed", type=int, default=1337, help="seed for init, data order and dropout")
-    g.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+    g.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto: CUDA, then MPS, then CPU")
     g.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
                    help="torch.compile the model (default: on CUDA, and on CPU with a C++ compiler)")
@@ -122,10 +138,10 @@ def build_parser():
                    help="bf16 autocast (default: on CUDA and on CPUs with AVX-512 BF16 or AMX)")
     g.add_argument("--out_dir", default="runs", help="folder that holds one folder per run")
     g.add_argument("--name", default=None, help="run name (default: from preset/optimizer, shape, time)")
-    g.add_argument("--resume", default=None, help="checkpoint to continue from")
+    g.add_argument("--resume", default=None, help="checkpoint (or run folder) to continue from (default: none)")
     g.add_argument("--sample", type=int, default=5, help="titles to generate at the end")
     g.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction,
-                   help="a progress bar per epoch")
+                   help="progress bars for training and validation")
     return p
 
 
@@ -135,7 +151,8 @@ def defaults():
 
 def resolve_config(explicit, saved=None):
     """Defaults, then the preset, then the keys given; a resumed run starts from its checkpoint's config
-    (`saved`), and only the keys in RESUME_MAY_CHANGE may differ from it."""
+    (`saved`), and only the keys in RESUME_MAY_CHANGE may differ from it. A resume runs to the end of the
+    run unless --max_steps is given again."""
     known = defaults()
     unknown = sorted(set(explicit) - set(known))
     if unknown:
@@ -154,7 +171,7 @@ def resolve_config(explicit, saved=None):
             k, (was, now) = next(iter(clash.items()))
             raise ConfigError(f"checkpoint {cfg['resume']} was trained with {k}={was!r}, not {now!r}; "
                               f"drop --{k} to resume it, or start a new run")
-        cfg = dict(saved, **{k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
+        cfg = dict(saved, max_steps=0, **{k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
     check_config(cfg)
     return cfg
 
@@ -179,71 +196,14 @@ def check_config(c):
     need(c["rho"] is None or c["rho"] > 0, f"--rho must be positive, got {c['rho']}")
     need(c["test_titles"] >= 0 and c["max_steps"] >= 0 and c["grad_clip"] >= 0,
          "--test_titles, --max_steps and --grad_clip must not be negative")
-    for k, choices in (("opt", ["sgd", "adamw", "sam", "asam", "muon"]),
-                       ("schedule", ["constant", "cosine", "linear", "wsd"]),
-                       ("device", ["auto", "cuda", "mps", "cpu"])):
-        need(c[k] in choices, f"unknown --{k} {c[k]!r}; choose one of {choices}")
+    for k, choices in (("opt", optim.OPTIMIZERS), ("schedule", optim.SCHEDULES), ("device", DEVICES)):
+        need(c[k] in choices, f"unknown --{k} {c[k]!r}; choose one of {', '.join(choices)}")
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: titles -> train/val/test split -> token streams
+# Tokenizer
 
-def read_titles(path, limit=None):
-    """Non-blank lines of a UTF-8 file, each stripped; reads only the first `limit` titles."""
-    if not os.path.isfile(path):
-        hint = " run `make data` to download the study's corpus, or" if path == "data/hn_titles.txt" else ""
-        raise ConfigError(f"data file {path} not found:{hint} pass --data FILE with one title per line")
-    titles = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as e:
-                raise ConfigError(f"{path} line {lineno} is not UTF-8 ({e.reason} at byte {e.start}); "
-                                  "re-save the file as UTF-8") from None
-            if line:
-                titles.append(line)
-                if limit is not None and len(titles) >= limit:
-                    break
-    if not titles:
-        raise ConfigError(f"data file {path} has no titles: it is empty or blank")
-    return titles
-
-
-def split_titles(titles, num_titles, val_frac, test_titles):
-    """First num_titles: train then validation, in file order; the next test_titles are the test set.
-
-    split_titles(list("abcdefghijkl"), 10, 0.2, 5) -> (list("abcdefgh"), ["i", "j"], ["k", "l"])
-    """
-    if len(titles) < num_titles:
-        raise ConfigError(f"the data has {len(titles):,} titles but --num_titles {num_titles:,} were asked; "
-                          f"pass --num_titles {len(titles):,} or fewer")
-    n_val = max(1, round(num_titles * val_frac))
-    if n_val >= num_titles:
-        raise ConfigError(f"--num_titles {num_titles} leaves no training titles after the validation split")
-    n_train = num_titles - n_val
-    return titles[:n_train], titles[n_train:num_titles], titles[num_titles:num_titles + test_titles]
-
-
-def text_chars(titles):
-    """Characters of "<eos>".join(titles) + "<eos>", the metric's denominator (<eos> counts as 5).
-
-    text_chars(["ab", "c"]) -> 13
-    """
-    return sum(len(t) for t in titles) + 5 * len(titles)
-
-
-def titles_sha256(titles):
-    """The data's fingerprint, kept in the log and the checkpoint: resume and evaluate check it."""
-    return hashlib.sha256("\n".join(titles).encode()).hexdigest()
-
-
-def title_stream(tokenizer, titles):
-    """[<eos>] + each title's ids followed by <eos>: every title token has an <eos>-led context."""
-    return torch.tensor([tokenizer.eos_id] + tokenizer.encode_titles(titles), dtype=torch.long)
-
-
-def get_tokenizer(train_titles, vocab_size, cache_dir):
+def get_tokenizer(train_titles, vocab_size, cache_dir, say=print):
     """Train a BPE on the training titles, or load it from a cache keyed by (titles, vocab size)."""
     h = hashlib.sha256(f"bpe v1 vocab={vocab_size}\n".encode())
     for t in train_titles:
@@ -251,56 +211,21 @@ def get_tokenizer(train_titles, vocab_size, cache_dir):
     path = os.path.join(cache_dir, f"bpe-{vocab_size}-{h.hexdigest()[:16]}.json")
     if os.path.exists(path):
         return Tokenizer.load(path), path
-    tok = Tokenizer.train(train_titles, vocab_size)
+    say(f"training a {vocab_size:,}-token BPE on {len(train_titles):,} titles (cached in {cache_dir})...")
+    t0 = time.time()
+    try:
+        tok = Tokenizer.train(train_titles, vocab_size)
+    except ValueError as e:  # too few titles for the vocabulary
+        raise ConfigError(f"--vocab_size {vocab_size} cannot be trained on {len(train_titles):,} training "
+                          f"titles ({e}); use more titles or a smaller --vocab_size") from None
+    say(f"  done in {time.time() - t0:.1f} s")
     os.makedirs(cache_dir, exist_ok=True)
     tok.save(path)
     return tok, path
 
 
-def epoch_order(n_windows, seed, epoch):
-    """A shuffled order of the training windows that depends only on (seed, epoch): exact resume."""
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return torch.randperm(n_windows, generator=g)
-
-
-def get_batch(stream, order, i, batch_size, block_size):
-    """Batch i of an epoch: non-overlapping windows; y is x shifted by one token."""
-    starts = order[i * batch_size:(i + 1) * batch_size] * block_size         # (B,)
-    idx = starts[:, None] + torch.arange(block_size + 1)                      # (B, T+1)
-    w = stream[idx]                                                           # (B, T+1)
-    return w[:, :-1].contiguous(), w[:, 1:].contiguous()                      # (B, T), (B, T)
-
-
 # ----------------------------------------------------------------------------------------------
-# Evaluation: every token of a stream scored exactly once
-
-@torch.no_grad()
-def stream_nats(model, stream, block_size, batch_size, device, amp=False):
-    """Summed cross-entropy (nats) of stream[1:] given what precedes each token within its window.
-
-    Windows of block_size targets tile the stream; the last one is padded with target -1 (not
-    scored) and the last batch with all-padding rows, so every batch has one shape (no recompiles).
-    """
-    was_training = model.training
-    model.eval()
-    n_pred = len(stream) - 1
-    n_win = math.ceil(n_pred / block_size)
-    n_batches = math.ceil(n_win / batch_size)
-    x = torch.zeros(n_batches * batch_size * block_size, dtype=torch.long)
-    y = torch.full_like(x, -1)
-    x[:n_pred], y[:n_pred] = stream[:-1], stream[1:]
-    x, y = x.view(-1, batch_size, block_size), y.view(-1, batch_size, block_size)  # (nb, B, T)
-    total = 0.0
-    for xb, yb in zip(x, y):
-        with autocast(device, amp):
-            _, loss = model(xb.to(device), yb.to(device))
-        total += loss.float().item() * (yb != -1).sum().item()                # mean -> sum
-    model.train(was_training)
-    return total
-
-
-# ----------------------------------------------------------------------------------------------
-# Device
+# Device, processes, and the settings this program makes for its whole process
 
 def pick_device(name):
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
@@ -312,6 +237,35 @@ def pick_device(name):
     if name == "mps" and not has_mps:
         raise ConfigError("--device mps was asked but MPS is not available here; use --device auto or cpu")
     return name
+
+
+def start_processes(device):
+    """(rank, world size). Under torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK) join the process group:
+    NCCL between GPUs, gloo between CPU processes; each process gets its own GPU. A plain `python
+    train.py` is rank 0 of a world of 1 and starts nothing."""
+    if "RANK" not in os.environ:
+        return 0, 1
+    if not dist.is_initialized():
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" now means this process's GPU
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def set_process_wide(device, compile):
+    """The settings that change this whole process, made here, once, by the program that wants them
+    (with speed.keep_freed_memory(), called beside this)."""
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls
+    if device == "cpu" and compile:
+        # By default the compiler makes its own random numbers, on CPU one Philox hash per element,
+        # unvectorised (~97 ms of a 330 ms step of the 2.56M model); from PyTorch's generator instead the
+        # compiled model draws the very same dropout masks as the eager one.
+        torch._inductor.config.fallback_random = True
+        # Compiled, the embeddings' backward adds gradient rows from all threads with atomic adds, so the last
+        # bits of a gradient change from run to run (two runs of one command ended 0.006 nats apart). In
+        # deterministic mode the compiler calls the sorted index_put instead (~0.5 ms a step).
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,6 +293,17 @@ def load_checkpoint(path, map_location="cpu"):
     if not isinstance(ckpt, dict) or ckpt.get("version") != 1 or "config" not in ckpt:
         raise ConfigError(f"checkpoint {path} is not a version-1 nanorun checkpoint")
     return ckpt
+
+
+def check_writable(folder):
+    """Fail early, with one sentence, when run folders cannot be made in `folder`."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write run folders in {folder} ({e.strerror}); pass --out_dir with a "
+                          "folder you can write to") from None
 
 
 def rng_state():
@@ -386,28 +351,77 @@ def versions():
 
 
 # ----------------------------------------------------------------------------------------------
+# The training step: one definition, for run() and for bench.py
+
+def train_step(model, opt, x, y, *, device, amp, grad_clip):
+    """One update on the batch (x, y), in a fixed order: forward, backward, (SAM/ASAM: climb to w + e(w)
+    and take the gradient there), clip the gradient norm, optimizer step, zero the gradients.
+    Returns the loss at w, a tensor.
+
+    Under DDP every backward pass averages the gradients of all processes, the first pass too, so SAM's
+    perturbation e = rho g / ||g|| uses the gradient of the whole global batch, as one process would."""
+    with speed.autocast(device, amp):
+        _, loss = model(x, y)
+    loss.backward()
+    sharpness_aware = isinstance(opt, optim.SAM)
+    if sharpness_aware:
+        opt.first_step(zero_grad=True)                # w -> w + e(w)
+        with speed.autocast(device, amp):
+            _, loss_at_e = model(x, y)
+        loss_at_e.backward()                          # the gradient at w + e(w)
+    if grad_clip > 0:                                 # after first_step: it normalises the first gradient anyway
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if sharpness_aware:
+        opt.second_step()                             # back to w, then the base optimizer steps
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
+# ----------------------------------------------------------------------------------------------
 # Training
 
 def run(callback=None, **config):
-    """Train one model; return its result. callback(step, val_loss) after each eval may raise to stop."""
+    """Train one model; return its result. callback(step, val_loss) runs after every evaluation; when it
+    returns True the run stops there with status "stopped" (tune.py's pruned trials)."""
+    t_start = time.time()
+    if config.get("resume") and os.path.isdir(config["resume"]):  # a run folder: its checkpoint
+        config = dict(config, resume=os.path.join(config["resume"], "ckpt.pt"))
     resume = load_checkpoint(config["resume"]) if config.get("resume") else None
     cfg = resolve_config(config, resume["config"] if resume else None)
     device = pick_device(cfg["device"])
-    amp = cfg["amp"] if cfg["amp"] is not None else (device == "cuda" and torch.cuda.is_bf16_supported()
-                                                      or device == "cpu" and cpu_has_bf16())
+    rank, world = start_processes(device)
+    main_process = rank == 0  # the one process that writes files and prints
+    say = print if main_process else (lambda *args: None)
+    T, B = cfg["block_size"], cfg["batch_size"]
+    if B % world:
+        raise ConfigError(f"--batch_size {B} is the global batch; it must split evenly over {world} processes")
+    amp = cfg["amp"] if cfg["amp"] is not None else speed.default_amp(device)
+    want_compile = cfg["compile"] if cfg["compile"] is not None else speed.can_compile(device)
+    if not resume and main_process:
+        check_writable(cfg["out_dir"])
 
     # ---- data and tokenizer
-    need = cfg["num_titles"] + cfg["test_titles"]
-    titles = read_titles(cfg["data"], limit=need)
+    titles = read_titles(cfg["data"], limit=cfg["num_titles"] + cfg["test_titles"])
+    if resume and len(titles) < cfg["num_titles"]:
+        raise ConfigError(f"checkpoint {cfg['resume']} was trained on the first {cfg['num_titles']:,} titles of "
+                          f"{resume['config']['data']}, but --data {cfg['data']} has only {len(titles):,}; "
+                          "resume with that run's data file")
     train_titles, val_titles, test_titles = split_titles(titles, cfg["num_titles"], cfg["val_frac"],
                                                          cfg["test_titles"])
     data_sha = titles_sha256(train_titles + val_titles)
     if resume and resume["data_sha256"] != data_sha:
         raise ConfigError(f"--data {cfg['data']} does not hold the titles checkpoint {cfg['resume']} "
                           "was trained on; pass the same file")
-    tok, tok_path = get_tokenizer(train_titles, cfg["vocab_size"], os.path.join(cfg["out_dir"], ".tokenizers"))
+    cache_dir = os.path.join(cfg["out_dir"], ".tokenizers")
+    if main_process:  # trains the tokenizer once; the other processes then load it from the cache
+        tok, tok_path = get_tokenizer(train_titles, cfg["vocab_size"], cache_dir)
+    if world > 1:
+        dist.barrier()
+    if not main_process:
+        tok, tok_path = get_tokenizer(train_titles, cfg["vocab_size"], cache_dir)
     train_stream, val_stream = title_stream(tok, train_titles), title_stream(tok, val_titles)
-    T, B = cfg["block_size"], cfg["batch_size"]
     n_windows = (len(train_stream) - 1) // T
     steps_per_epoch = n_windows // B
     if steps_per_epoch == 0:
@@ -415,168 +429,188 @@ def run(callback=None, **config):
                           f"batch of {B}; use more titles or a smaller --batch_size or --block_size")
     total_steps = steps_per_epoch * cfg["epochs"]
     last_step = min(total_steps, cfg["max_steps"] or total_steps)
+    if resume and resume["step"] >= last_step:
+        raise ConfigError(f"checkpoint {cfg['resume']} is at step {resume['step']} of {total_steps}: "
+                          + ("the run is finished, nothing to resume" if resume["step"] >= total_steps
+                             else f"pass a --max_steps above {resume['step']} to go on"))
     n_evals = cfg["epochs"] * cfg["evals_per_epoch"]
     eval_steps = {0} | {round(total_steps * j / n_evals) for j in range(1, n_evals + 1)} | {last_step}
     val_chars = text_chars(val_titles)
+    # the training loss is per token; times tokens per character it is in the validation loss's unit
+    tokens_per_char = (len(train_stream) - 1) / text_chars(train_titles)
 
-    # ---- run folder and log
-    run_dir = os.path.dirname(os.path.abspath(cfg["resume"])) if resume else new_run_dir(cfg)
+    # ---- run folder, tokenizer copy (the main process alone writes files)
+    run_dir = os.path.dirname(os.path.abspath(cfg["resume"])) if resume else new_run_dir(cfg) if main_process else ""
     ckpt_path, log_path = os.path.join(run_dir, "ckpt.pt"), os.path.join(run_dir, "log.jsonl")
     run_tok = os.path.join(run_dir, "tokenizer.json")
-    if not resume:
+    if main_process and not resume:
         shutil.copyfile(tok_path, run_tok)
-    tok_sha = file_sha256(run_tok)
+    tok_sha = file_sha256(run_tok) if main_process or resume else None
     if resume and resume["tokenizer_sha256"] != tok_sha:
         raise ConfigError(f"{run_tok} is not the tokenizer checkpoint {cfg['resume']} was trained with")
 
     # ---- model and optimizer
-    torch.manual_seed(cfg["seed"])  # also seeds CUDA and MPS
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    memory_kept = device == "cpu" and keep_freed_memory()
+    torch.manual_seed(cfg["seed"])  # the same initial weights in every process; also seeds CUDA and MPS
+    set_process_wide(device, want_compile)
+    memory_kept = device == "cpu" and speed.keep_freed_memory()  # no page faults for a step's activations
     mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=T, n_layer=cfg["n_layer"], n_head=cfg["n_head"],
                       d_model=cfg["d_model"], dropout=cfg["dropout"])
     raw_model = GPT(mconf).to(device)
+    fast_modules = speed.use_fast_modules(raw_model, device)
     opt = optim.build_optimizer(cfg["opt"], raw_model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                 momentum=cfg["momentum"], decay_all=cfg["wd_all"],
                                 rho=cfg["rho"] if cfg["opt"] in ("sam", "asam") else None)
-    sharpness_aware = cfg["opt"] in ("sam", "asam")
-    step, best, val = 0, math.inf, math.nan
+    step, best, val, val_step = 0, math.inf, math.nan, None
     if resume:
         raw_model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
-        step, best, val = resume["step"], resume["best_val_loss"], resume["val_loss"]
-    model, compiled = maybe_compile(raw_model, cfg["compile"], device, B, T, amp)
-    if resume:
-        set_rng_state(resume["rng"])  # after compile's warm-up, which leaves the RNG alone anyway
+        step, best, val, val_step = resume["step"], resume["best_val_loss"], resume["val_loss"], resume.get("val_step")
+    net, compiled = raw_model, False
+    if want_compile:
+        net, compiled = speed.compile_with_warm_up(raw_model, device, B // world, T, amp)
+    model = net
+    if world > 1:
+        torch.manual_seed(cfg["seed"] + rank)  # each process its own dropout masks
+        model = DDP(net, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
+    if resume:  # an older checkpoint holds one state; a resume on more processes than saved reuses states
+        saved = resume["rng"] if isinstance(resume["rng"], list) else [resume["rng"]]
+        set_rng_state(saved[rank % len(saved)])
 
-    log_file = open(log_path, "a", encoding="utf-8")
-    log = functools.partial(log_event, log_file)
-    choices = dict(device=device, amp=amp, compiled=compiled, freed_memory_kept=memory_kept, versions=versions())
+    log_file = open(log_path, "a", encoding="utf-8") if main_process else None
+
+    def log(event, **fields):
+        if log_file:
+            log_event(log_file, event, **fields)
+
+    choices = dict(device=device, amp=amp, compiled=compiled, fast_modules=fast_modules,
+                   freed_memory_kept=memory_kept, processes=world, versions=versions())
     if resume:  # the settings a resumed run may change, and the choices made for this process
         log("resume", step=step, config={k: cfg[k] for k in sorted(RESUME_MAY_CHANGE)}, **choices)
+        say(f"resuming {run_dir} at step {step} of {total_steps}")
     else:
         log("config", name=os.path.basename(run_dir), config=cfg, **choices, n_params=raw_model.num_params(),
             steps_per_epoch=steps_per_epoch, total_steps=total_steps,
             data={"path": cfg["data"], "sha256": data_sha, "n_train": len(train_titles), "n_val": len(val_titles),
                   "n_test": len(test_titles), "train_tokens": len(train_stream), "val_tokens": len(val_stream),
-                  "val_chars": val_chars})
-    print(f"run {run_dir}: {raw_model.num_params():,} parameters on {device}"
-          f"{' bf16' if amp else ''}{' compiled' if compiled else ''}; {len(train_stream):,} train tokens, "
-          f"{steps_per_epoch} steps/epoch x {cfg['epochs']} epochs")
-
-    def save(val_loss):
-        atomic_torch_save({"version": 1, "model": raw_model.state_dict(), "model_config": asdict(mconf),
-                           "config": cfg, "optimizer": opt.state_dict(), "step": step, "rng": rng_state(),
-                           "tokenizer": "tokenizer.json", "tokenizer_sha256": tok_sha, "data_sha256": data_sha,
-                           "best_val_loss": best, "val_loss": val_loss}, ckpt_path)
+                  "val_chars": val_chars, "tokens_per_char": tokens_per_char})
+    say(f"run {run_dir}: {raw_model.num_params():,} parameters on {device}{' bf16' if amp else ''}"
+        f"{' compiled' if compiled else ''}{f' x{world} processes' if world > 1 else ''}; "
+        f"{len(train_stream):,} train tokens, {steps_per_epoch} steps/epoch x {cfg['epochs']} epochs")
 
     def evaluate():
-        nonlocal best
-        val = stream_nats(model, val_stream, T, B, device, amp=False) / val_chars  # fp32 metric
-        best = min(best, val)
-        log("eval", step=step, epoch=step / steps_per_epoch, val_loss=val)
-        return val
+        """Validation loss in nats/char, always in fp32; under DDP each process scores a share of the batches."""
+        nonlocal best, val, val_step
+        nats = stream_nats(net, val_stream, T, B, device, shard=(rank, world), progress=cfg["progress"] and main_process)
+        if world > 1:
+            total = torch.tensor(nats, dtype=torch.float64, device=device)
+            dist.all_reduce(total)
+            nats = total.item()
+        val, val_step, best = nats / val_chars, step, min(best, nats / val_chars)
+        log("eval", step=step, epoch=step / steps_per_epoch, val_loss=val, elapsed_s=round(time.time() - t_start, 1))
 
-    # Ctrl-C sets a flag; the loop saves at the next step boundary (never mid SAM step) and stops.
-    stop = {"sigint": False}
+    def save():
+        rngs = [rng_state()]
+        if world > 1:
+            rngs = [None] * world
+            dist.all_gather_object(rngs, rng_state())
+        if main_process:
+            atomic_torch_save({"version": 1, "model": raw_model.state_dict(), "model_config": asdict(mconf),
+                               "config": cfg, "optimizer": opt.state_dict(), "step": step, "rng": rngs,
+                               "tokenizer": "tokenizer.json", "tokenizer_sha256": tok_sha, "data_sha256": data_sha,
+                               "best_val_loss": best, "val_loss": val, "val_step": val_step}, ckpt_path)
+
+    # Ctrl-C sets a flag; at the next step boundary (never mid SAM step) every process stops, and the run is saved.
+    sigint = threading.Event()
     old_handler = None
     if threading.current_thread() is threading.main_thread():
-        old_handler = signal.signal(signal.SIGINT, lambda *_: stop.update(sigint=True))
+        old_handler = signal.signal(signal.SIGINT, lambda *_: sigint.set())
 
-    status, t_start, tokens_per_s = "done", time.time(), 0.0
-    train_time, bar, order = 0.0, None, None
+    def stop_requested():
+        if world == 1:
+            return sigint.is_set()
+        flag = torch.tensor([float(sigint.is_set())], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # one Ctrl-C stops every process at the same step
+        return flag.item() > 0
+
+    status, first_step, tokens_per_s, train_time, bar, order = "running", step, 0.0, 0.0, None, None
     try:
         if step == 0:
-            val = evaluate()
-            tqdm.write(f"step 0: val loss {val:.4f}")
-            if callback:
+            evaluate()
+            say(f"step 0: val loss {val:.4f} nats/char")
+            if callback and callback(0, val):
                 status = "stopped"
-                callback(0, val)
-                status = "done"
-        while step < last_step:
+        while status == "running" and step < last_step:
             epoch, i = divmod(step, steps_per_epoch)
             if order is None or i == 0:
                 order = epoch_order(n_windows, cfg["seed"], epoch)
                 if bar is not None:
                     bar.close()
                 bar = tqdm(total=steps_per_epoch, initial=i, desc=f"epoch {epoch + 1}/{cfg['epochs']}",
-                           disable=not cfg["progress"], leave=False)
-            x, y = get_batch(train_stream, order, i, B, T)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            t0 = time.time()
-
-            # the step, in a fixed order: lr, forward, backward, clip, optimizer step, zero grads
+                           disable=not (cfg["progress"] and main_process), leave=False)
+            x, y = get_batch(train_stream, order, i, B, T)               # the global batch, (B, T)
+            rows = slice(rank * B // world, (rank + 1) * B // world)    # this process's share of it
+            x, y = x[rows].to(device, non_blocking=True), y[rows].to(device, non_blocking=True)
             lr = optim.lr_at(step, total_steps, cfg["lr"], cfg["schedule"],
                              round(cfg["warmup_ratio"] * total_steps), cfg["min_lr"])
             for group in opt.param_groups:
                 group["lr"] = lr
-            with autocast(device, amp):
-                _, loss = model(x, y)
-            loss.backward()
-            if sharpness_aware:  # climb to w + e(w), take the gradient there, step from w
-                opt.first_step(zero_grad=True)
-                with autocast(device, amp):
-                    _, loss_at_e = model(x, y)
-                loss_at_e.backward()
-            if cfg["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"])
-            if sharpness_aware:
-                opt.second_step()
-            else:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-
-            lossf = loss.item()
-            if not math.isfinite(lossf):
-                raise Diverged(f"training loss became {lossf} at step {step} (lr {lr:.3g}); lower --lr "
+            t0 = time.time()
+            loss = train_step(model, opt, x, y, device=device, amp=amp, grad_clip=cfg["grad_clip"]).item()
+            if not math.isfinite(loss):
+                raise Diverged(f"training loss became {loss} at step {step} (lr {lr:.3g}); lower --lr "
                                "or turn on --grad_clip")
             step += 1
             train_time += time.time() - t0
-            tokens_per_s = (step - (resume["step"] if resume else 0)) * B * T / train_time
+            tokens_per_s = (step - first_step) * B * T / train_time
+            loss_per_char = loss * tokens_per_char  # under DDP: this process's share of the batch
             bar.update(1)
-            bar.set_postfix(loss=f"{lossf:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
-            if step % cfg["log_every"] == 0:
-                log("train", step=step, epoch=step / steps_per_epoch, loss=lossf, lr=lr, tokens_per_s=tokens_per_s)
+            bar.set_postfix(train=f"{loss_per_char:.3f} nats/char", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+            if step % cfg["log_every"] == 0 or step == last_step:
+                log("train", step=step, epoch=step / steps_per_epoch, loss=loss, loss_per_char=loss_per_char,
+                    lr=lr, tokens_per_s=tokens_per_s)
             if step in eval_steps:
-                val = evaluate()
-                save(val)
-                tqdm.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): val loss {val:.4f}, "
-                           f"{tokens_per_s:,.0f} tokens/s")
-                if callback:  # it may raise (a pruned trial): the checkpoint above is already saved
+                evaluate()
+                save()
+                if main_process:
+                    tqdm.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): val loss {val:.4f} nats/char, "
+                               f"{tokens_per_s:,.0f} tokens/s")
+                if callback and callback(step, val):
                     status = "stopped"
-                    callback(step, val)
-                    status = "done"
-            if stop["sigint"]:
-                save(val)
+            if stop_requested():
+                save()
                 status = "interrupted"
-                print(f"\ninterrupted: saved step {step}; continue with --resume {ckpt_path}")
-                break
+                say(f"\ninterrupted: saved step {step}; continue with --resume {ckpt_path}")
+        if status == "running":
+            status = "done"
     except Diverged:
         status = "diverged"
         raise
     except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stays as it was
         status = "interrupted"
         raise
-    except BaseException:  # a callback's exception keeps status "stopped"; anything else is a crash
-        status = status if status == "stopped" else "failed"
+    except BaseException:
+        status = "failed"
         raise
     finally:
         if bar is not None:
             bar.close()
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
-        log("end", status=status, final_val_loss=val, best_val_loss=best, steps=step,
-            tokens_per_s=tokens_per_s, time_s=time.time() - t_start)
-        log_file.close()
+        # final_val_loss is the last step's; a run that stopped early has only its last evaluation
+        log("end", status=status, final_val_loss=val if status == "done" else None, last_val_loss=val,
+            last_eval_step=val_step, best_val_loss=best, steps=step, tokens_per_s=tokens_per_s,
+            time_s=time.time() - t_start)
+        if log_file:
+            log_file.close()
 
-    if cfg["sample"] and status == "done":
-        print("samples:")
+    if cfg["sample"] and status == "done" and main_process:
+        say("samples:")
         for title in sample_titles(raw_model, tok, cfg["sample"], device):
-            print("  " + title)
-    return {"status": status, "final_val_loss": val, "best_val_loss": best, "steps": step,
-            "tokens_per_s": tokens_per_s, "time_s": time.time() - t_start, "n_params": raw_model.num_params(),
-            "run_dir": run_dir, "log": log_path, "ckpt": ckpt_path}
+            say("  " + visible(title))
+    return {"status": status, "final_val_loss": val if status == "done" else None, "last_val_loss": val,
+            "last_eval_step": val_step, "best_val_loss": best, "steps": step, "tokens_per_s": tokens_per_s,
+            "time_s": time.time() - t_start, "n_params": raw_model.num_params(), "run_dir": run_dir,
+            "log": log_path, "ckpt": ckpt_path}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -596,7 +630,12 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     except Diverged as e:
         sys.exit(f"diverged: {e}")
-    if result["status"] == "done":
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if result["status"] == "interrupted":
+        sys.exit(128 + signal.SIGINT)  # 130: the shell's code for a program stopped by Ctrl-C
+    if result["run_dir"]:  # the main process
         print(f"final val loss {result['final_val_loss']:.4f} nats/char (best {result['best_val_loss']:.4f}), "
               f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s, {result['time_s']:.0f} s; "
               f"run folder {result['run_dir']}")

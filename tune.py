@@ -109,13 +109,13 @@ def objective(trial, explicit, space, study_name, out_dir, bad_input):
     n_evals = 0
 
     def report(step, val_loss):
+        """Tell the trial; True (stop the run) when the pruner finds it behind the others."""
         nonlocal n_evals
         # Trials with another block size take another number of steps per epoch, so trials are
         # compared at the same evaluation (the same fraction of training), not at the same step.
         trial.report(val_loss, n_evals)
         n_evals += 1
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"val loss {val_loss:.4f} at step {step} is behind the other trials")
+        return trial.should_prune()
 
     try:
         result = train.run(callback=report, **{"sample": 0, **explicit, **params, "name": name})
@@ -131,6 +131,9 @@ def objective(trial, explicit, space, study_name, out_dir, bad_input):
         torch.compiler.reset()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    if result["status"] == "stopped":
+        raise optuna.TrialPruned(f"val loss {result['last_val_loss']:.4f} at step {result['steps']} is behind "
+                                 "the other trials")
     if result["status"] != "done":  # Ctrl-C: train.py saved the run; the trial ends here
         raise KeyboardInterrupt
     trial.set_user_attr("time_s", result["time_s"])

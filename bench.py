@@ -1,0 +1,191 @@
+"""
+bench.py: every speed number of nanorun, measured one way, in one place.
+
+    python bench.py step --opt asam             # whole training steps (train.train_step) of the 2.56M model
+    python bench.py model                       # forward+backward tokens/s: eager/compiled x fp32/bf16, two shapes
+    python bench.py adamw                       # one AdamW step, hand-written vs torch.optim.AdamW
+    python bench.py tokenizer --data titles.txt # BPE training and encoding time on real titles
+
+`step` and `model` build the model the way train.py does (speed.use_fast_modules, the same process-wide
+settings, torch.compile with its warm-up) and time it on random tokens. They print the median step and the
+fastest one: the fastest is the one least disturbed by other work on the machine.
+"""
+
+import argparse
+import dataclasses
+import time
+
+import torch
+
+import optim
+import speed
+import train
+from bpe import Tokenizer
+from dataset import read_titles, split_titles, text_chars
+from gpt import GPT, GPTConfig
+
+SHAPES = {  # the study's two small shapes (steps 6 and 5), vocab 4000, block 64
+    "2.56M": GPTConfig(vocab_size=4000, block_size=64, n_layer=4, n_head=3, d_model=192),
+    "12M": GPTConfig(vocab_size=4000, block_size=64, n_layer=6, n_head=6, d_model=384),
+}
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def time_steps(step, steps, device):
+    """Run step() once to warm up (compile, allocate), then `steps` times; (median s, best s, warm-up s)."""
+    t0 = time.perf_counter()
+    step()
+    sync(device)
+    warm_up = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2], times[0], warm_up
+
+
+def build(config, device, compile, amp, batch_size):
+    """The model as train.run() builds it: fast modules swapped in, compiled with a warm-up when asked."""
+    torch.manual_seed(1337)
+    model = GPT(config).to(device)
+    speed.use_fast_modules(model, device)
+    runner, compiled = model, False
+    if compile:
+        runner, compiled = speed.compile_with_warm_up(model, device, batch_size, config.block_size, amp)
+    return model, runner, compiled
+
+
+def bench_step(args, device):
+    """Whole training steps, train.train_step: forward, backward (twice for SAM/ASAM), clip, optimizer step."""
+    config = dataclasses.replace(SHAPES[args.shape], dropout=args.dropout)
+    compile = speed.can_compile(device) if args.compile is None else args.compile
+    amp = speed.default_amp(device) if args.amp is None else args.amp
+    train.set_process_wide(device, compile)
+    if device == "cpu":
+        speed.keep_freed_memory()
+    model, runner, compiled = build(config, device, compile, amp, args.batch_size)
+    opt = optim.build_optimizer(args.opt, model, lr=1e-4, weight_decay=0.01,
+                                rho=0.05 if args.opt in ("sam", "asam") else None)
+    x = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
+    y = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
+
+    def step():
+        train.train_step(runner, opt, x, y, device=device, amp=amp, grad_clip=1.0).item()
+
+    median, best, warm_up = time_steps(step, args.steps, device)
+    tokens = args.batch_size * config.block_size
+    print(f"{args.shape} {args.opt} {'compiled' if compiled else 'eager'} {'bf16' if amp else 'fp32'} "
+          f"dropout {args.dropout}: {tokens / median:,.0f} tokens/s median ({median * 1e3:.0f} ms a step), "
+          f"{tokens / best:,.0f} best; first step {warm_up:.1f} s")
+
+
+def bench_model(args, device):
+    """Forward+backward alone, for every (shape, compiled or not, fp32 or bf16)."""
+    shapes = list(SHAPES) if args.shape == "all" else [args.shape]
+    compiles = [False, True] if args.compile is None else [args.compile]
+    amps = [False, True] if args.amp is None else [args.amp]
+    train.set_process_wide(device, True in compiles)
+    if device == "cpu":
+        speed.keep_freed_memory()
+    for name in shapes:
+        config = dataclasses.replace(SHAPES[name], dropout=args.dropout)
+        for compile in compiles:
+            for amp in amps:
+                model, runner, compiled = build(config, device, compile, amp, args.batch_size)
+                x = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
+                y = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
+
+                def step():
+                    with speed.autocast(device, amp):
+                        _, loss = runner(x, y)
+                    loss.backward()
+                    model.zero_grad(set_to_none=True)
+
+                median, best, warm_up = time_steps(step, args.steps, device)
+                tokens = args.batch_size * config.block_size
+                print(f"{name:>6} ({model.num_params():,} params)  {'compiled' if compiled else 'eager':>8}  "
+                      f"{'bf16' if amp else 'fp32'}  {tokens / median:9,.0f} tokens/s median, "
+                      f"{tokens / best:9,.0f} best  (first step {warm_up:.1f} s)", flush=True)
+
+
+def bench_adamw(args, device):
+    """optim.AdamW vs torch.optim.AdamW(foreach=True) on the 12M shape, steps alternating between the two."""
+    torch.manual_seed(1337)
+    model = GPT(SHAPES["12M"]).to(device)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    ours = optim.AdamW(optim.param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.95))
+    theirs = torch.optim.AdamW(optim.param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.95), foreach=True)
+    times = {"hand-written": [], "torch foreach": []}
+    for _ in range(3):  # warm-up: allocate state
+        ours.step()
+        theirs.step()
+    for _ in range(args.steps):  # alternate, so both see the same machine load
+        for label, opt in (("hand-written", ours), ("torch foreach", theirs)):
+            t0 = time.perf_counter()
+            opt.step()
+            sync(device)
+            times[label].append(time.perf_counter() - t0)
+    med = {label: sorted(t)[len(t) // 2] for label, t in times.items()}
+    for label, t in times.items():
+        print(f"AdamW.step() {label:>14}: median {med[label] * 1e3:7.2f} ms, best {min(t) * 1e3:7.2f} ms")
+    print(f"ratio hand-written / torch: median {med['hand-written'] / med['torch foreach']:.3f}")
+
+
+def bench_tokenizer(args, device):
+    """Train a BPE on the training split of the first --num_titles titles, then encode them with a cold cache."""
+    if not args.data:
+        raise SystemExit("error: bench.py tokenizer needs --data FILE (one title per line)")
+    titles, _, _ = split_titles(read_titles(args.data, limit=args.num_titles), args.num_titles, 0.1, 0)
+    t0 = time.perf_counter()
+    tok = Tokenizer.train(titles, args.vocab_size)
+    train_s = time.perf_counter() - t0
+    tok = Tokenizer(tok.merges, tok.specials)  # a fresh chunk cache: every distinct chunk is encoded once
+    t0 = time.perf_counter()
+    ids = tok.encode_titles(titles)
+    encode_s = time.perf_counter() - t0
+    chars = text_chars(titles)
+    print(f"BPE, vocab {tok.vocab_size}, {len(titles):,} training titles ({chars:,} characters with <eos>): "
+          f"train {train_s:.2f} s, encode {encode_s:.2f} s ({chars / encode_s / 1e6:.2f} M chars/s), "
+          f"{chars / len(ids):.4f} characters per token")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=train.HelpFormatter)
+    p.add_argument("what", choices=["step", "model", "adamw", "tokenizer"], help="what to time")
+    p.add_argument("--shape", choices=["all", *SHAPES], default="2.56M", help="model shape ('all': model only)")
+    p.add_argument("--opt", choices=optim.OPTIMIZERS, default="adamw", help="optimizer of `step`")
+    p.add_argument("--dropout", type=float, default=0.0, help="the model's dropout")
+    p.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
+                   help="compiled or eager (default: as train.py; `model` times both)")
+    p.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
+                   help="bf16 autocast (default: as train.py; `model` times both)")
+    p.add_argument("--batch_size", type=int, default=64, help="sequences per step")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per setting")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads, 0 = torch's choice")
+    p.add_argument("--device", choices=train.DEVICES, default="auto", help="auto: CUDA, then MPS, then CPU")
+    p.add_argument("--data", default=None, help="titles file for `tokenizer` (default: none)")
+    p.add_argument("--num_titles", type=int, default=100_000, help="titles for `tokenizer`: train on the first 90%%")
+    p.add_argument("--vocab_size", type=int, default=4000, help="vocabulary for `tokenizer`")
+    args = p.parse_args()
+    if args.shape == "all" and args.what == "step":
+        p.error("`step` times one shape: pass --shape 2.56M or 12M")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = train.pick_device(args.device)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"batch {args.batch_size} x block 64, {args.steps} timed steps")
+    {"step": bench_step, "model": bench_model, "adamw": bench_adamw, "tokenizer": bench_tokenizer}[args.what](args, device)
+
+
+if __name__ == "__main__":
+    main()
