@@ -1,16 +1,17 @@
 """
 Draw nanorun's run logs as one figure: validation loss, smoothed training loss and a table of
-each run's recipe (the study's Fig. 1), or print the study ladder as a Markdown table.
+each run's recipe (the study's Fig. 1), or print the study ladder or an ablation as a Markdown table.
 
 Every run writes runs/<name>/log.jsonl (one JSON object per line: a "config" event, then "train",
 "eval" and finally "end" events; see train.py). This script only reads those logs. Runs whose
 configs differ only in the seed (and in settings that do not change what is learned, such as the
 run's name or device) are seeds of one recipe: the figure draws them as one mean curve in a shaded
-min-max band.
+min-max band, and the ablation table gives them one row, mean ± spread.
 
     python plot_logs.py                                   # runs/*/log.jsonl -> runs/figure.png
     python plot_logs.py --runs 'runs/ladder-*/*/log.jsonl' --out runs/ladder.png
     python plot_logs.py --table --runs 'runs/ladder-cpu-*/*/log.jsonl'   # Markdown ladder table
+    python plot_logs.py --ablation --runs 'runs/ablate-*/*/log.jsonl'    # one row per recipe
 """
 
 import argparse
@@ -191,7 +192,8 @@ def flags(config, base):
     """The settings in which `config` differs from `base`, written as the flags of train.py that
     give them, in config order; settings in NOT_RECIPE are left out, except the data file.
 
-    >>> flags({"opt": "adamw", "lr": 3e-4, "wd_all": False, "seed": 7}, {"opt": "asam", "lr": 3e-4, "wd_all": True})
+    >>> flags({"opt": "adamw", "lr": 3e-4, "wd_all": False, "seed": 7},
+    ...       {"opt": "asam", "lr": 3e-4, "wd_all": True})
     ['--opt adamw', '--no-wd_all']
     """
     out = []
@@ -212,7 +214,8 @@ def recipe_labels(configs, presets, defaults):
 
     >>> base = {"opt": "asam", "rho": None, "epochs": 7}
     >>> recipe_labels([{"preset": "step6", "opt": "asam", "rho": None, "epochs": 1},
-    ...                {"preset": "step6", "opt": "adamw", "rho": 0.5, "epochs": 1}], {"step6": {"flags": base}}, {})
+    ...                {"preset": "step6", "opt": "adamw", "rho": 0.5, "epochs": 1}],
+    ...               {"step6": {"flags": base}}, {})
     (['step6', 'step6 + --opt adamw --rho 0.5'], ['--epochs 1'])
     """
     changed = []
@@ -339,8 +342,10 @@ def figure(groups, labels):
         # run's few points are drawn as they are (beta 0) instead of being smoothed flat.
         n_points = min(len(c) for c in curves)
         beta = min(0.9, max(0.0, 1 - 10 / n_points))
-        epochs, mean, lo, hi = band([list(zip([e for e, _ in c], smooth([v for _, v in c], beta))) for c in curves])
-        ax_train.plot(epochs, mean, color=color, lw=1.2, marker="o" if len(epochs) < 20 else None, ms=3, label=label)
+        smoothed = [list(zip([e for e, _ in c], smooth([v for _, v in c], beta))) for c in curves]
+        epochs, mean, lo, hi = band(smoothed)
+        ax_train.plot(epochs, mean, color=color, lw=1.2, marker="o" if len(epochs) < 20 else None, ms=3,
+                      label=label)
         if len(group) > 1:
             ax_train.fill_between(epochs, lo, hi, color=color, alpha=0.25, lw=0)
         train_lo.append(min(lo))
@@ -422,7 +427,7 @@ def save_png(fig, out):
 
 
 # -----------------------------------------------------------------------------
-# the ladder table
+# the ladder table and the ablation table
 
 
 def ladder_table(runs, presets):
@@ -455,6 +460,31 @@ def ladder_table(runs, presets):
     return "\n".join(lines)
 
 
+def ablation_table(groups, labels, shared):
+    """Markdown table of an ablation: one row per recipe (a group of seeds), in the order given.
+
+    `labels` name each group by what it changed and `shared` lists the flags all of them share
+    (recipe_labels). The val loss is the final one, as mean ± spread over the group's seeds.
+    """
+    n_runs = sum(len(group) for group in groups)
+    lines = [f"ablation: {len(groups)} recipe{'s' * (len(groups) > 1)}, {n_runs} run{'s' * (n_runs > 1)}"
+             + (f"; every run also had {' '.join(shared)}" if shared else ""), "",
+             "| # | change | val loss | seeds | params | mean time |",
+             "|---|---|---|---|---|---|"]
+    vals = [group_val(group) for group in groups]
+    for i, (group, label, val) in enumerate(zip(groups, labels, vals), start=1):
+        times = [t for t in map(run_time, group) if t is not None]
+        mean_time = _time(sum(times) / len(times)) if times else "-"
+        lines.append(f"| {i} | {label} | {val} | {len(group)} | {_count(group[0]['config'].get('n_params'))} "
+                     f"| {mean_time} |")
+    lines += ["", "val loss: final validation loss in nats per character, mean ± spread (max − min) over a "
+                  "row's seeds (one seed: its value); a difference between rows smaller than twice the "
+                  "spread is noise."]
+    if any(val.endswith("*") for val in vals):
+        lines.append("* a run of this row did not finish; its last evaluation is counted.")
+    return "\n".join(lines)
+
+
 # -----------------------------------------------------------------------------
 
 
@@ -462,8 +492,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/*/log.jsonl", help="glob of run logs (default: %(default)s)")
     parser.add_argument("--out", default="runs/figure.png", help="PNG to write (default: %(default)s)")
-    parser.add_argument("--table", action="store_true",
-                        help="print the ladder as a Markdown table (runs made with --preset) instead of drawing")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--table", action="store_true",
+                      help="print the ladder as a Markdown table (runs made with --preset) instead of drawing")
+    what.add_argument("--ablation", action="store_true",
+                      help="print one Markdown row per recipe (its seeds: mean ± spread) instead of drawing")
     args = parser.parse_args(argv)
 
     paths = sorted(glob.glob(args.runs))
@@ -474,7 +507,8 @@ def main(argv=None):
         runs = [read_log(p) for p in paths]
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    runs.sort(key=lambda r: r["config"].get("time", 0))  # oldest first: colours follow the order runs were made
+    # oldest first: colours and rows follow the order runs were made
+    runs.sort(key=lambda r: r["config"].get("time", 0))
 
     if args.table:
         import train  # only the ladder needs the study's numbers (train.PRESETS)
@@ -492,10 +526,13 @@ def main(argv=None):
         sys.exit("error: no run has an evaluation to plot yet.")
     groups = group_runs(runs)
     labels = [group[0]["name"] for group in groups]  # a run alone keeps its own name
-    if len(groups) < len(runs):
+    if args.ablation or len(groups) < len(runs):
         import train  # a recipe is named by its preset and what it changed: train.PRESETS and defaults
-        names, _ = recipe_labels([g[0]["config"].get("config", {}) for g in groups], train.PRESETS,
+        names, shared = recipe_labels([g[0]["config"].get("config", {}) for g in groups], train.PRESETS,
                                       train.defaults())
+        if args.ablation:
+            print(ablation_table(groups, names, shared))
+            return
         labels = [label if len(group) == 1 else f"{name} ({len(group)} seeds)"
                   for group, label, name in zip(groups, labels, names)]
     import matplotlib

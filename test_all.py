@@ -1113,7 +1113,8 @@ def write_log(path, name, events):
         f.write("\n".join(json.dumps(e) for e in events) + "\n")
 
 
-def fake_log(path, name, final, preset=None, t0=0.0, steps=30, per_char=False, time_s=60.0, **flags):
+def fake_log(path, name, final, preset=None, t0=0.0, steps=30, per_char=False, time_s=60.0, status="done",
+             **flags):
     """A finished run: train loss 4 - step/10 every 5 steps, val loss falling to `final` at steps 0,
     steps // 2 and steps. per_char=True writes today's log: loss_per_char (loss / 4: 4 characters a
     token), elapsed_s on evals and a train event at the last step. `flags` override the config."""
@@ -1131,7 +1132,7 @@ def fake_log(path, name, final, preset=None, t0=0.0, steps=30, per_char=False, t
                            "val_loss": final + (steps - step) / steps})
             if per_char:
                 events[-1]["elapsed_s"] = float(step)
-    events.append({"event": "end", "time": t0 + 60, "status": "done", "final_val_loss": final,
+    events.append({"event": "end", "time": t0 + 60, "status": status, "final_val_loss": final,
                    "best_val_loss": final, "steps": steps, "tokens_per_s": 1000.0, "time_s": time_s})
     write_log(path, name, events)
 
@@ -1271,10 +1272,41 @@ def test_ladder_table_lists_presets_in_study_order(tmp_path, capsys):
                          "| step6 | s6b | smaller still | 1.4500 | 1.3206 | 60 s |"]
 
 
+def test_ablation_table_one_row_per_recipe_mean_and_spread(tmp_path, capsys):
+    # in config-time order: step6 x 3 seeds, AdamW with rho x 2 seeds (the first made before the
+    # last step6 seed), one run with another lr, interrupted after its last evaluation
+    logs = [("base-1", 1.40, 0, 60.0, dict(seed=1)), ("base-2", 1.42, 1, 70.0, dict(seed=2)),
+            ("adamw-1", 1.30, 2, 100.0, dict(seed=1, opt="adamw", rho=0.5)),
+            ("base-3", 1.41, 3, 80.0, dict(seed=3)), ("lr-1", 1.5, 4, 200.0, dict(seed=1, lr=1e-3)),
+            ("adamw-2", 1.34, 5, 140.0, dict(seed=2, opt="adamw", rho=0.5))]
+    for name, final, t0, time_s, flags in logs:
+        status = "interrupted" if name == "lr-1" else "done"
+        fake_log(str(tmp_path / name / "log.jsonl"), name, final, preset="step6", t0=t0, time_s=time_s,
+                 status=status, **flags)
+    plot_logs.main(["--ablation", "--runs", str(tmp_path / "*" / "log.jsonl")])
+    assert capsys.readouterr().out.splitlines() == [
+        "ablation: 3 recipes, 6 runs; every run also had --epochs 1",
+        "",
+        "| # | change | val loss | seeds | params | mean time |",
+        "|---|---|---|---|---|---|",
+        "| 1 | step6 | 1.4100 ± 0.0200 | 3 | 2.56M | 70 s |",
+        "| 2 | step6 + --opt adamw --rho 0.5 | 1.3200 ± 0.0400 | 2 | 2.56M | 2.0 min |",
+        "| 3 | step6 + --lr 0.001 | 1.5000 * | 1 | 2.56M | 3.3 min |",
+        "",
+        "val loss: final validation loss in nats per character, mean ± spread (max − min) over a row's seeds "
+        "(one seed: its value); "
+        "a difference between rows smaller than twice the spread is noise.",
+        "* a run of this row did not finish; its last evaluation is counted."]
+
+
 def test_figure_names_a_group_by_its_recipe(tmp_path, capsys):
     for seed in (1, 2):
         fake_log(str(tmp_path / f"s{seed}" / "log.jsonl"), f"s{seed}", 1.4, preset="step6", t0=seed, seed=seed)
     fake_log(str(tmp_path / "one" / "log.jsonl"), "one", 1.3, preset="step6", t0=3, dropout=0.1)
+    groups = runs_in(tmp_path)
+    configs = [g[0]["config"]["config"] for g in groups]
+    assert plot_logs.recipe_labels(configs, train.PRESETS, train.defaults()) == \
+        (["step6", "step6 + --dropout 0.1"], ["--epochs 1"])
     out = tmp_path / "figure.png"
     plot_logs.main(["--runs", str(tmp_path / "*" / "log.jsonl"), "--out", str(out)])
     assert capsys.readouterr().out == f"wrote {out} (3 runs, 2 recipes)\n"
