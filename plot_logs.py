@@ -1,13 +1,17 @@
 """
 Draw nanorun's run logs as one figure: validation loss, smoothed training loss and a table of
-each run's recipe (the study's Fig. 1), or print the study ladder as a Markdown table.
+each run's recipe (the study's Fig. 1), or print the study ladder or an ablation as a Markdown table.
 
 Every run writes runs/<name>/log.jsonl (one JSON object per line: a "config" event, then "train",
-"eval" and finally "end" events; see train.py). This script only reads those logs.
+"eval" and finally "end" events; see train.py). This script only reads those logs. Runs whose
+configs differ only in the seed (and in settings that do not change what is learned, such as the
+run's name or device) are seeds of one recipe: the figure draws them as one mean curve in a shaded
+min-max band, and the ablation table gives them one row, mean ± spread.
 
     python plot_logs.py                                   # runs/*/log.jsonl -> runs/figure.png
     python plot_logs.py --runs 'runs/ladder-*/*/log.jsonl' --out runs/ladder.png
     python plot_logs.py --table --runs 'runs/ladder-cpu-*/*/log.jsonl'   # Markdown ladder table
+    python plot_logs.py --ablation --runs 'runs/ablate-*/*/log.jsonl'    # one row per recipe
 """
 
 import argparse
@@ -23,8 +27,11 @@ import sys
 def read_log(path):
     """Read one run's log.jsonl into a dict of plain lists.
 
-    Returns {"name", "path", "config" (the config event), "train": [(epoch, loss)],
-    "evals": [(epoch, val_loss)], "end" (the end event or None)}.
+    Returns {"name", "path", "config" (the config event), "train": [(epoch, loss in nats per token)],
+    "train_per_char": [(epoch, loss in nats per character)] or None, "evals": [(epoch, val_loss)],
+    "elapsed_s" (seconds from start to the last evaluation, or None), "end" (the end event or None)}.
+    "train_per_char" is in the unit of the validation loss; logs written before train.py logged it
+    have None there, and so does a log where only some train events carry it (a resumed old run).
     A resumed run logs again the steps between its last checkpoint and the moment it was killed;
     a "resume" event at step s therefore drops what was logged before it for steps after s, so
     every step appears once. A half-written last line (a run killed mid-write) is skipped.
@@ -45,9 +52,9 @@ def read_log(path):
         if kind == "config":
             config = event
         elif kind == "train":
-            train.append((event["step"], event["epoch"], event["loss"]))
+            train.append((event["step"], event["epoch"], event["loss"], event.get("loss_per_char")))
         elif kind == "eval":
-            evals.append((event["step"], event["epoch"], event["val_loss"]))
+            evals.append((event["step"], event["epoch"], event["val_loss"], event.get("elapsed_s")))
         elif kind == "resume":
             train = [t for t in train if t[0] <= event["step"]]
             evals = [e for e in evals if e[0] <= event["step"]]
@@ -57,9 +64,11 @@ def read_log(path):
     if config is None:
         raise ValueError(f"{path} has no config event; is this a nanorun log.jsonl?")
     name = config.get("name") or os.path.basename(os.path.dirname(path))
+    per_char = None if any(t[3] is None for t in train) else [(epoch, lpc) for _, epoch, _, lpc in train]
     return {"name": name, "path": path, "config": config,
-            "train": [(epoch, loss) for _, epoch, loss in train],
-            "evals": [(epoch, loss) for _, epoch, loss in evals], "end": end}
+            "train": [(epoch, loss) for _, epoch, loss, _ in train], "train_per_char": per_char,
+            "evals": [(epoch, loss) for _, epoch, loss, _ in evals],
+            "elapsed_s": evals[-1][3] if evals else None, "end": end}
 
 
 def final_val_loss(run):
@@ -69,10 +78,21 @@ def final_val_loss(run):
     return run["evals"][-1][1] if run["evals"] else None
 
 
+def run_time(run):
+    """Seconds the run took: from its end event, else up to its last evaluation, else None.
+    A resumed run counts only its last process: each process times itself from its own start."""
+    if run["end"] is not None and run["end"].get("time_s") is not None:
+        return run["end"]["time_s"]
+    return run["elapsed_s"]
+
+
 def smooth(values, beta=0.9):
     """Exponential moving average with bias correction (the first values are not pulled to 0).
 
-    smooth([2.0, 2.0, 2.0]) -> [2.0, 2.0, 2.0];  smooth([0.0, 2.0], beta=0.5) -> [0.0, 1.3333...]
+    >>> smooth([2.0, 2.0, 2.0])
+    [2.0, 2.0, 2.0]
+    >>> smooth([0.0, 2.0], beta=0.5)
+    [0.0, 1.3333333333333333]
     """
     out, ema = [], 0.0
     for t, x in enumerate(values, start=1):
@@ -81,11 +101,13 @@ def smooth(values, beta=0.9):
     return out
 
 
-def spread(ys, gap, lo=float("-inf")):
+def push_apart(ys, gap, lo=float("-inf")):
     """Label heights for values `ys`: each at least `gap` above the next lower one and at least `lo`.
 
     Labels only move up, so each stays level with or above its point.
-    spread([1.0, 1.01, 2.0], gap=0.1) -> [1.0, 1.1, 2.0]
+
+    >>> push_apart([1.0, 1.01, 2.0], gap=0.1)
+    [1.0, 1.1, 2.0]
     """
     out, last = [0.0] * len(ys), lo - gap
     for i in sorted(range(len(ys)), key=lambda i: ys[i]):
@@ -94,11 +116,137 @@ def spread(ys, gap, lo=float("-inf")):
 
 
 # -----------------------------------------------------------------------------
+# seeds of one recipe: one group, one mean curve, one row
+
+# Settings that name, place, show or time a run, or pick how fast it runs, but never change what it
+# learns: runs that differ only in these (and the seed) are seeds of one recipe. Evaluation only
+# reads the model, so how often it runs does not count; only evaluate.py reads the test titles.
+# The data file counts by its contents (its sha256, when the log has it), not by its path.
+NOT_RECIPE = {"seed", "preset", "name", "out_dir", "resume", "progress", "sample", "log_every",
+              "evals_per_epoch", "device", "compile", "test_titles", "data"}
+
+
+def recipe(config, data_sha256=None):
+    """What decides what a run learns: its config less NOT_RECIPE, plus its data by fingerprint.
+
+    >>> recipe({"lr": 3e-4, "seed": 1, "name": "a", "data": "t.txt"}, data_sha256="9f2c")
+    {'lr': 0.0003, 'data': '9f2c'}
+    >>> recipe({"lr": 3e-4, "seed": 2, "name": "b", "data": "t.txt"})  # an older log: the path
+    {'lr': 0.0003, 'data': 't.txt'}
+    """
+    out = {k: v for k, v in config.items() if k not in NOT_RECIPE}
+    out["data"] = data_sha256 or config.get("data")
+    return out
+
+
+def group_by_recipe(recipes):
+    """Indices of equal recipes, grouped, in the order each recipe first appears.
+
+    >>> group_by_recipe([{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 1e-3}, {"lr": 1e-3}])
+    [[0, 2, 3], [1]]
+    """
+    keys, groups = [], []
+    for i, r in enumerate(recipes):
+        if r in keys:
+            groups[keys.index(r)].append(i)
+        else:
+            keys.append(r)
+            groups.append([i])
+    return groups
+
+
+def group_runs(runs):
+    """The runs (read_log dicts) as lists of seeds of one recipe, in the order the runs are given."""
+    recipes = [recipe(r["config"].get("config", {}), (r["config"].get("data") or {}).get("sha256"))
+               for r in runs]
+    return [[runs[i] for i in group] for group in group_by_recipe(recipes)]
+
+
+def band(curves):
+    """Mean, lowest and highest value across curves [(epoch, value), ...] at the epochs all of them
+    reached (a run that stopped early shortens its group's curve).
+
+    >>> band([[(0.5, 2.0), (1.0, 1.0)], [(0.5, 4.0), (1.0, 3.0), (1.5, 2.0)]])
+    ([0.5, 1.0], [3.0, 2.0], [2.0, 1.0], [4.0, 3.0])
+    """
+    common = set.intersection(*[{e for e, _ in c} for c in curves]) if curves else set()
+    epochs = sorted(common)
+    at = [dict(c) for c in curves]
+    values = [[a[e] for a in at] for e in epochs]
+    return epochs, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def mean_spread(values):
+    """A few seeds' results as one cell: mean ± spread, the spread being max - min; one seed as it is.
+
+    >>> mean_spread([1.40, 1.42, 1.41])
+    '1.4100 ± 0.0200'
+    >>> mean_spread([1.3])
+    '1.3000'
+    """
+    mean = sum(values) / len(values)
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {max(values) - min(values):.4f}"
+
+
+def flags(config, base):
+    """The settings in which `config` differs from `base`, written as the flags of train.py that
+    give them, in config order; settings in NOT_RECIPE are left out, except the data file.
+
+    >>> flags({"opt": "adamw", "lr": 3e-4, "wd_all": False, "seed": 7},
+    ...       {"opt": "asam", "lr": 3e-4, "wd_all": True})
+    ['--opt adamw', '--no-wd_all']
+    """
+    out = []
+    for k, v in config.items():
+        if (k in NOT_RECIPE and k != "data") or k not in base or v == base[k]:
+            continue
+        value = _g(v) if isinstance(v, float) else str(v)
+        out.append(f"--{k}" if v is True else f"--no-{k}" if v is False else f"--{k} {value}")
+    return out
+
+
+def recipe_labels(configs, presets, defaults):
+    """Name each recipe by its preset ("defaults" without one) and the flags that differ from it.
+
+    Flags that every recipe has (the scale the runs were trained at, say) would repeat on every
+    label: they are left out of the labels and returned once. `presets` is train.PRESETS and
+    `defaults` train.defaults().
+
+    >>> base = {"opt": "asam", "rho": None, "epochs": 7}
+    >>> recipe_labels([{"preset": "step6", "opt": "asam", "rho": None, "epochs": 1},
+    ...                {"preset": "step6", "opt": "adamw", "rho": 0.5, "epochs": 1}],
+    ...               {"step6": {"flags": base}}, {})
+    (['step6', 'step6 + --opt adamw --rho 0.5'], ['--epochs 1'])
+    """
+    changed = []
+    for c in configs:
+        preset = c.get("preset")
+        changed.append(flags(c, dict(defaults, **presets[preset]["flags"]) if preset in presets else defaults))
+    shared = [f for f in changed[0] if all(f in ch for ch in changed)] if changed else []
+    labels = []
+    for c, ch in zip(configs, changed):
+        own = " ".join(f for f in ch if f not in shared)
+        name = c.get("preset") or "defaults"
+        labels.append(f"{name} + {own}" if own else name)
+    return labels, shared
+
+
+def group_val(group):
+    """A group's final val loss as mean ± spread, marked * when one of its runs is unfinished."""
+    done = all(r["end"] is not None and r["end"].get("status") == "done" for r in group)
+    return mean_spread([final_val_loss(r) for r in group]) + ("" if done else " *")
+
+
+# -----------------------------------------------------------------------------
 # the meta table (one row per run)
 
 
 def _g(x):
-    """Compact number for a table cell: 0.0003 -> '3e-04', 0.2012 -> '0.2012', None -> '-'."""
+    """Compact number for a table cell.
+
+    >>> _g(0.0003), _g(0.2012), _g(None)
+    ('3e-04', '0.2012', '-')
+    """
     if x is None:
         return "-"
     if isinstance(x, float) and x != 0 and abs(x) < 1e-3:
@@ -107,10 +255,25 @@ def _g(x):
 
 
 def _count(n):
-    """Parameter count for a table cell: 27172864 -> '27.17M', 24416 -> '24.4k', None -> '-'."""
+    """Parameter count for a table cell.
+
+    >>> _count(27172864), _count(24416), _count(None)
+    ('27.17M', '24.4k', '-')
+    """
     if not n:
         return "-"
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+
+
+def _time(t):
+    """Seconds for a table cell.
+
+    >>> _time(59.6), _time(150.0), _time(None)
+    ('60 s', '2.5 min', '-')
+    """
+    if t is None:
+        return "-"
+    return f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"
 
 
 def meta_row(run):
@@ -133,14 +296,19 @@ META_COLUMNS = ["run", "opt", "shape", "vocab", "dropout", "lr", "wd", "min_lr",
 # the figure
 
 
-def plot(runs, out):
-    """Draw val loss, smoothed train loss and the meta table of `runs`; write the PNG atomically."""
-    import matplotlib
-    matplotlib.use("Agg")  # headless: no display needed
-    import matplotlib.pyplot as plt
+def figure(groups, labels):
+    """Draw val loss, smoothed train loss and the meta table; return the matplotlib figure.
 
-    n = len(runs)
-    # one colour per run in all three panels: tab20's ten dark shades first, then its light ones
+    `groups` are lists of runs, each list the seeds of one recipe (group_runs), and `labels` their
+    names. A group of one run is drawn as a line; a larger group as its mean line in a shaded band
+    from the lowest to the highest of its seeds.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    n = len(groups)
+    runs = [run for group in groups for run in group]
+    # one colour per group in all three panels: tab20's ten dark shades first, then its light ones
     tab20 = plt.get_cmap("tab20").colors
     palette = tab20[0::2] + tab20[1::2]
     colors = [palette[i % 20] for i in range(n)]
@@ -150,54 +318,85 @@ def plot(runs, out):
     ax_val, ax_train = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
     ax_table = fig.add_subplot(grid[1, :])
 
+    # the training loss in nats per character, the unit of the validation loss, when every run logged
+    # it; logs from before train.py did have only nats per token, and one panel holds one unit
+    per_char = all(r["train_per_char"] is not None for r in runs if r["train"])
+    key, unit, words = ("train_per_char", "nats/char", "nats per character") if per_char else \
+        ("train", "nats/token", "nats per token")
     # the step-0 evaluation (an untrained model) would squash every curve into the bottom of the
     # plot, so the y range starts from the first evaluation after training began
     later = [v for run in runs for e, v in run["evals"] if e > 0] or [v for run in runs for _, v in run["evals"]]
-    labels, train_lo, train_hi = [], [], []
-    for run, color in zip(runs, colors):
-        if run["evals"]:
-            epochs, losses = zip(*run["evals"])
-            ax_val.plot(epochs, losses, "o-", color=color, ms=3, lw=1.5)
-            labels.append((run["name"], losses[-1], epochs[-1], color))
-        if run["train"]:
-            epochs, losses = zip(*run["train"])
-            smoothed = smooth(losses)
-            ax_train.plot(epochs, smoothed, color=color, lw=1.2)
-            train_lo.append(min(smoothed))
-            train_hi.append(smoothed[len(smoothed) // 10])  # again skip the first, steep tenth
+    finals, train_lo, train_hi = [], [], []
+    for group, label, color in zip(groups, labels, colors):
+        epochs, mean, lo, hi = band([run["evals"] for run in group])
+        if epochs:
+            ax_val.plot(epochs, mean, "o-", color=color, ms=3, lw=1.5)
+            if len(group) > 1:
+                ax_val.fill_between(epochs, lo, hi, color=color, alpha=0.25, lw=0)
+            noise = f" ± {hi[-1] - lo[-1]:.4f}" if len(group) > 1 else ""
+            finals.append((f"{label}  {mean[-1]:.4f}{noise}", mean[-1], epochs[-1], color))
+        curves = [run[key] for run in group if run[key]]
+        if not curves:
+            continue
+        # An average over the last ~1/(1 - beta) points: at most a tenth of the curve, so a short
+        # run's few points are drawn as they are (beta 0) instead of being smoothed flat.
+        n_points = min(len(c) for c in curves)
+        beta = min(0.9, max(0.0, 1 - 10 / n_points))
+        smoothed = [list(zip([e for e, _ in c], smooth([v for _, v in c], beta))) for c in curves]
+        epochs, mean, lo, hi = band(smoothed)
+        ax_train.plot(epochs, mean, color=color, lw=1.2, marker="o" if len(epochs) < 20 else None, ms=3,
+                      label=label)
+        if len(group) > 1:
+            ax_train.fill_between(epochs, lo, hi, color=color, alpha=0.25, lw=0)
+        train_lo.append(min(lo))
+        train_hi.append(hi[len(hi) // 10])  # again skip the first, steep tenth
     if train_lo:
         pad = 0.05 * (max(train_hi) - min(train_lo)) or 0.05
         ax_train.set_ylim(min(train_lo) - pad, max(train_hi) + pad)
+        handles, _ = ax_train.get_legend_handles_labels()
+        if any(len(group) > 1 for group in groups):
+            handles.append(Patch(color="gray", alpha=0.25, label="lowest to highest seed"))
+        ax_train.legend(handles=handles, fontsize=7, loc="best")
     else:
         ax_train.text(0.5, 0.5, "no training loss logged\n(the runs are shorter than --log_every steps)",
                       transform=ax_train.transAxes, ha="center", va="center", color="gray")
-    if later:
+    # the epochs axis ends where the longest run ended (matplotlib would add a margin past it)
+    x_last = max((e for run in runs for e, _ in run["train"] + run["evals"]), default=0)
+    if x_last > 0:
+        ax_train.set_xlim(0, x_last)
+    if finals:
         lo, hi = min(later), max(later)
         pad = 0.08 * (hi - lo) or 0.05
         ax_val.set_ylim(lo - pad, hi + pad)
-        # each run's final val loss, written at the right edge, its labels pushed apart so none
+        # each group's final val loss, written at the right edge, its labels pushed apart so none
         # overlap: one text line is 8 pt * 1.25, turned into data units by the axes' height
-        x_end = max(x for _, _, x, _ in labels)
+        x_end = max(x for _, _, x, _ in finals)
         line_in = 8 * 1.25 / 72
         axes_in = ax_val.get_position().height * fig.get_figheight()
         gap = (hi - lo + 2 * pad) * line_in / axes_in
-        y_text = spread([y for _, y, _, _ in labels], gap, lo=lo - pad + gap / 2)
+        y_text = push_apart([y for _, y, _, _ in finals], gap, lo=lo - pad + gap / 2)
         ax_val.set_ylim(top=max(hi + pad, max(y_text) + gap / 2))  # room for labels pushed to the top
-        for yt, (name, y, x, color) in zip(y_text, labels):
-            ax_val.annotate(f"{name}  {y:.4f}", xy=(x, y), xytext=(x_end * 1.03, yt),
+        for yt, (text, y, x, color) in zip(y_text, finals):
+            ax_val.annotate(text, xy=(x, y), xytext=(x_end * 1.03, yt),
                             color=color, fontsize=8, va="center", annotation_clip=False,
                             arrowprops=dict(arrowstyle="-", color=color, lw=0.6, alpha=0.6))
         # widen the x axis so the longest label (about 0.6 em per character) fits inside it
-        label_in = max(len(name) + 8 for name, _, _, _ in labels) * 8 * 0.6 / 72
+        label_in = max(len(text) for text, _, _, _ in finals) * 8 * 0.6 / 72
         width_in = ax_val.get_position().width * fig.get_figwidth()
         ax_val.set_xlim(0, x_end * 1.03 / max(0.3, 1 - label_in / width_in - 0.02))
-    ax_val.set(title="validation loss (nats per character)", xlabel="epoch", ylabel="val loss")
-    ax_train.set(title="training loss (nats per token, smoothed)", xlabel="epoch", ylabel="train loss")
+        ax_val.set_xticks([t for t in ax_val.get_xticks() if 0 <= t <= x_end])  # no epochs past the runs
+    ax_val.set(title="validation loss (nats per character)", xlabel="epoch", ylabel="val loss (nats/char)")
+    ax_train.set(title=f"training loss ({words}, smoothed)", xlabel="epoch", ylabel=f"train loss ({unit})")
     for ax in (ax_val, ax_train):
         ax.grid(alpha=0.3)
 
     ax_table.axis("off")
-    rows = [meta_row(run) for run in runs]
+    rows = []
+    for group, label in zip(groups, labels):
+        row = meta_row(group[0])
+        if len(group) > 1:  # the settings are the group's; the name and the val loss its seeds'
+            row[0], row[-1] = label, group_val(group)
+        rows.append(row)
     columns = list(META_COLUMNS)
     if any(row[-1].endswith("*") for row in rows):
         columns[-1] = "final val loss (* unfinished)"
@@ -206,11 +405,16 @@ def plot(runs, out):
     table.set_fontsize(8)
     table.auto_set_column_width(list(range(len(META_COLUMNS))))
     for i, color in enumerate(colors):
-        table[i + 1, 0].set_text_props(color=color, fontweight="bold")  # the run's name in its colour
+        table[i + 1, 0].set_text_props(color=color, fontweight="bold")  # the group's name in its colour
     for j in range(len(META_COLUMNS)):
         table[0, j].set_text_props(fontweight="bold")
+    return fig
 
-    # atomic write: a reader (or a browser tab reloading) never sees half a PNG
+
+def save_png(fig, out):
+    """Write the figure to `out` and close it. Atomic: a reader (or a browser tab reloading) never
+    sees half a PNG."""
+    import matplotlib.pyplot as plt
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.tmp{os.getpid()}"
     try:
@@ -223,14 +427,15 @@ def plot(runs, out):
 
 
 # -----------------------------------------------------------------------------
-# the ladder table
+# the ladder table and the ablation table
 
 
 def ladder_table(runs, presets):
     """Markdown table of the study's ladder: one row per run that used a preset, in preset order.
 
     `presets` is train.PRESETS ({"step0": {"change", "study_val_loss", "flags"}, ...}).
-    The title states the scale the runs were trained at, read from their configs.
+    The title states the scale the runs were trained at, read from their configs; the run column
+    tells apart several runs of one step.
     """
     order = list(presets)
     steps = [r for r in runs if r["config"].get("config", {}).get("preset") in presets]
@@ -242,17 +447,41 @@ def ladder_table(runs, presets):
     epochs = scale("epochs")
     lines = [f"nanorun ladder: {scale('num_titles')} titles x {epochs} epoch{'' if epochs == '1' else 's'} "
              f"of {scale('data', '{}')} (the study: 100,000 titles x 7 epochs)", "",
-             "| step | change | nanorun val loss | study val loss | time |",
-             "|---|---|---|---|---|"]
+             "| step | run | change | nanorun val loss | study val loss | time |",
+             "|---|---|---|---|---|---|"]
     for run in steps:
         preset = run["config"]["config"]["preset"]
         final = final_val_loss(run)
         done = run["end"] is not None and run["end"].get("status") == "done"
         loss = "-" if final is None else f"{final:.4f}" + ("" if done else " (unfinished)")
-        t = run["end"].get("time_s") if run["end"] else None
-        time = "-" if t is None else f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"
         study = presets[preset].get("study_val_loss")
-        lines.append(f"| {preset} | {presets[preset]['change']} | {loss} | {_g(study)} | {time} |")
+        lines.append(f"| {preset} | {run['name']} | {presets[preset]['change']} | {loss} | {_g(study)} "
+                     f"| {_time(run_time(run))} |")
+    return "\n".join(lines)
+
+
+def ablation_table(groups, labels, shared):
+    """Markdown table of an ablation: one row per recipe (a group of seeds), in the order given.
+
+    `labels` name each group by what it changed and `shared` lists the flags all of them share
+    (recipe_labels). The val loss is the final one, as mean ± spread over the group's seeds.
+    """
+    n_runs = sum(len(group) for group in groups)
+    lines = [f"ablation: {len(groups)} recipe{'s' * (len(groups) > 1)}, {n_runs} run{'s' * (n_runs > 1)}"
+             + (f"; every run also had {' '.join(shared)}" if shared else ""), "",
+             "| # | change | val loss | seeds | params | mean time |",
+             "|---|---|---|---|---|---|"]
+    vals = [group_val(group) for group in groups]
+    for i, (group, label, val) in enumerate(zip(groups, labels, vals), start=1):
+        times = [t for t in map(run_time, group) if t is not None]
+        mean_time = _time(sum(times) / len(times)) if times else "-"
+        lines.append(f"| {i} | {label} | {val} | {len(group)} | {_count(group[0]['config'].get('n_params'))} "
+                     f"| {mean_time} |")
+    lines += ["", "val loss: final validation loss in nats per character, mean ± spread (max − min) over a "
+                  "row's seeds (one seed: its value); a difference between rows smaller than twice the "
+                  "spread is noise."]
+    if any(val.endswith("*") for val in vals):
+        lines.append("* a run of this row did not finish; its last evaluation is counted.")
     return "\n".join(lines)
 
 
@@ -263,8 +492,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/*/log.jsonl", help="glob of run logs (default: %(default)s)")
     parser.add_argument("--out", default="runs/figure.png", help="PNG to write (default: %(default)s)")
-    parser.add_argument("--table", action="store_true",
-                        help="print the ladder as a Markdown table (runs made with --preset) instead of drawing")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--table", action="store_true",
+                      help="print the ladder as a Markdown table (runs made with --preset) instead of drawing")
+    what.add_argument("--ablation", action="store_true",
+                      help="print one Markdown row per recipe (its seeds: mean ± spread) instead of drawing")
     args = parser.parse_args(argv)
 
     paths = sorted(glob.glob(args.runs))
@@ -275,7 +507,8 @@ def main(argv=None):
         runs = [read_log(p) for p in paths]
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    runs.sort(key=lambda r: r["config"].get("time", 0))  # oldest first: colours follow the order runs were made
+    # oldest first: colours and rows follow the order runs were made
+    runs.sort(key=lambda r: r["config"].get("time", 0))
 
     if args.table:
         import train  # only the ladder needs the study's numbers (train.PRESETS)
@@ -288,11 +521,24 @@ def main(argv=None):
     empty = [r["name"] for r in runs if not r["evals"]]
     runs = [r for r in runs if r["evals"]]
     if empty:
-        print(f"skipping {len(empty)} run(s) with no evaluation yet: {', '.join(empty)}")
+        print(f"skipping {len(empty)} run(s) with no evaluation yet: {', '.join(empty)}", file=sys.stderr)
     if not runs:
         sys.exit("error: no run has an evaluation to plot yet.")
-    plot(runs, args.out)
-    print(f"wrote {args.out} ({len(runs)} runs)")
+    groups = group_runs(runs)
+    labels = [group[0]["name"] for group in groups]  # a run alone keeps its own name
+    if args.ablation or len(groups) < len(runs):
+        import train  # a recipe is named by its preset and what it changed: train.PRESETS and defaults
+        names, shared = recipe_labels([g[0]["config"].get("config", {}) for g in groups], train.PRESETS,
+                                      train.defaults())
+        if args.ablation:
+            print(ablation_table(groups, names, shared))
+            return
+        labels = [label if len(group) == 1 else f"{name} ({len(group)} seeds)"
+                  for group, label, name in zip(groups, labels, names)]
+    import matplotlib
+    matplotlib.use("Agg")  # headless: no display needed
+    save_png(figure(groups, labels), args.out)
+    print(f"wrote {args.out} ({len(runs)} runs, {len(groups)} recipes)")
 
 
 if __name__ == "__main__":

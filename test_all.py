@@ -1206,27 +1206,38 @@ def write_log(path, name, events):
         f.write("\n".join(json.dumps(e) for e in events) + "\n")
 
 
-def fake_log(path, name, final, preset=None, t0=0.0, resume_at=None):
-    cfg = dict(train.defaults(), preset=preset, n_layer=4, n_head=3, d_model=192, epochs=1)
+def fake_log(path, name, final, preset=None, t0=0.0, steps=30, per_char=False, time_s=60.0, status="done",
+             **flags):
+    """A finished run: train loss 4 - step/10 every 5 steps, val loss falling to `final` at steps 0,
+    steps // 2 and steps. per_char=True writes today's log: loss_per_char (loss / 4: 4 characters a
+    token), elapsed_s on evals and a train event at the last step. `flags` override the config."""
+    cfg = dict(train.defaults(), **(train.PRESETS[preset]["flags"] if preset else {}), preset=preset, epochs=1)
+    cfg.update(flags)
     events = [{"event": "config", "time": t0, "name": name, "config": cfg, "device": "cpu", "n_params": 2560128}]
-    for step in range(0, 31, 5):
-        if step:
-            events.append({"event": "train", "time": t0 + step, "step": step, "epoch": step / 30,
+    for step in range(steps + 1):
+        if step and (step % 5 == 0 or per_char and step == steps):
+            events.append({"event": "train", "time": t0 + step, "step": step, "epoch": step / steps,
                            "loss": 4 - step / 10, "lr": 1e-3, "tokens_per_s": 1000.0})
-        if step % 15 == 0:
-            events.append({"event": "eval", "time": t0 + step, "step": step, "epoch": step / 30,
-                           "val_loss": final + (30 - step) / 30})
-    events.append({"event": "end", "time": t0 + 60, "status": "done", "final_val_loss": final,
-                   "best_val_loss": final, "steps": 30, "tokens_per_s": 1000.0, "time_s": 60.0})
+            if per_char:
+                events[-1]["loss_per_char"] = (4 - step / 10) / 4
+        if step in (0, steps // 2, steps):
+            events.append({"event": "eval", "time": t0 + step, "step": step, "epoch": step / steps,
+                           "val_loss": final + (steps - step) / steps})
+            if per_char:
+                events[-1]["elapsed_s"] = float(step)
+    events.append({"event": "end", "time": t0 + 60, "status": status, "final_val_loss": final,
+                   "best_val_loss": final, "steps": steps, "tokens_per_s": 1000.0, "time_s": time_s})
     write_log(path, name, events)
 
 
-def test_smooth_and_spread_docstring_examples():
-    assert plot_logs.smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
-    assert plot_logs.smooth([0.0, 2.0], beta=0.5) == pytest.approx([0.0, 4 / 3])
-    assert plot_logs.spread([1.0, 1.01, 2.0], gap=0.1) == pytest.approx([1.0, 1.1, 2.0])
+def test_plot_logs_docstring_examples():
+    result = doctest.testmod(plot_logs)
+    assert result.attempted >= 10 and result.failed == 0
+
+
+def test_push_apart_never_overlaps_and_only_moves_up():
     ys = [1.3, 1.29, 1.31, 1.7, 1.305]
-    out = plot_logs.spread(ys, gap=0.02, lo=1.295)
+    out = plot_logs.push_apart(ys, gap=0.02, lo=1.295)
     assert all(o >= max(y, 1.295) - 1e-12 for o, y in zip(out, ys))     # labels only move up
     s = sorted(out)
     assert all(b - a >= 0.02 - 1e-12 for a, b in zip(s, s[1:]))        # and never overlap
@@ -1251,11 +1262,27 @@ def test_read_log_drops_steps_logged_again_after_resume(tmp_path):
     assert run["train"] == [(0.25, 3.0), (0.5, 2.5), (0.75, 2.2)]
     assert run["evals"] == [(0.5, 2.0), (1.0, 1.8)]
     assert run["end"] is None and plot_logs.final_val_loss(run) == 1.8
+    assert run["train_per_char"] is None and run["elapsed_s"] is None  # an older log: no such fields
+
+
+def test_read_log_reads_loss_per_char_and_elapsed_time(tmp_path):
+    path = str(tmp_path / "r" / "log.jsonl")
+    fake_log(path, "r", 1.3, steps=12, per_char=True)  # train events at 5, 10 and the last step, 12
+    run = plot_logs.read_log(path)
+    assert run["train"] == [(5 / 12, 3.5), (10 / 12, 3.0), (1.0, 2.8)]
+    assert run["train_per_char"] == [(5 / 12, 0.875), (10 / 12, 0.75), (1.0, 0.7)]
+    assert run["elapsed_s"] == 12.0
+
+
+def runs_in(tmp_path):
+    runs = sorted((plot_logs.read_log(p) for p in glob.glob(str(tmp_path / "*" / "log.jsonl"))),
+                  key=lambda r: r["config"]["time"])
+    return plot_logs.group_runs(runs)
 
 
 def test_plot_logs_writes_png_from_two_logs(tmp_path):
     fake_log(str(tmp_path / "a" / "log.jsonl"), "a", 1.5)
-    fake_log(str(tmp_path / "b" / "log.jsonl"), "b", 1.3, t0=1.0)
+    fake_log(str(tmp_path / "b" / "log.jsonl"), "b", 1.3, t0=1.0, lr=1e-3)
     out = tmp_path / "figure.png"
     plot_logs.main(["--runs", str(tmp_path / "*" / "log.jsonl"), "--out", str(out)])
     with open(out, "rb") as f:
@@ -1269,16 +1296,114 @@ def test_plot_logs_writes_png_from_two_logs(tmp_path):
     assert [r[-1] for r in rows] == ["1.5000", "1.3000"]
 
 
+def test_train_panel_of_old_logs_is_in_nats_per_token_and_ends_at_the_last_epoch(tmp_path):
+    fake_log(str(tmp_path / "a" / "log.jsonl"), "a", 1.5, steps=30)
+    fake_log(str(tmp_path / "b" / "log.jsonl"), "b", 1.3, steps=20, t0=1.0, lr=1e-3)
+    fig = plot_logs.figure(runs_in(tmp_path), ["a", "b"])
+    ax_val, ax_train = fig.axes[:2]
+    assert ax_train.get_ylabel() == "train loss (nats/token)" and ax_val.get_ylabel() == "val loss (nats/char)"
+    assert ax_train.get_xlabel() == ax_val.get_xlabel() == "epoch"
+    assert ax_train.get_xlim() == (0, 1.0)  # both runs reached epoch 1; not a margin beyond it
+    assert [t.get_text() for t in ax_train.get_legend().get_texts()] == ["a", "b"]
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_figure_of_a_run_with_one_train_point_draws_it(tmp_path):
+    fake_log(str(tmp_path / "a" / "log.jsonl"), "a", 1.5, steps=3, per_char=True)  # logs only its last step
+    fig = plot_logs.figure(runs_in(tmp_path), ["a"])
+    ax_train = fig.axes[1]
+    assert ax_train.get_ylabel() == "train loss (nats/char)"
+    assert ax_train.lines[0].get_xydata().tolist() == [[1.0, (4 - 0.3) / 4]]  # the point itself, unsmoothed
+    assert ax_train.lines[0].get_marker() == "o"  # a single point has no line to show it
+    out = tmp_path / "figure.png"
+    plot_logs.save_png(fig, str(out))
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recipe_groups_seeds_and_keeps_other_settings_apart():
+    base = dict(train.defaults(), preset="step6", epochs=1)
+    configs = [dict(base, seed=1), dict(base, seed=2, name="b", out_dir="elsewhere", device="cuda", compile=True),
+               dict(base, seed=1, lr=1e-3), dict(base, seed=3, log_every=1, progress=False, data="copy.txt")]
+    shas = ["ab12", "ab12", "ab12", "ab12"]  # the copy holds the same titles
+    assert plot_logs.group_by_recipe([plot_logs.recipe(c, s) for c, s in zip(configs, shas)]) == [[0, 1, 3], [2]]
+    shas[3] = "ff00"  # other titles behind the same name: another recipe
+    assert plot_logs.group_by_recipe([plot_logs.recipe(c, s) for c, s in zip(configs, shas)]) == [[0, 1], [2], [3]]
+
+
+def test_figure_draws_seeds_of_one_recipe_as_a_mean_in_a_band(tmp_path):
+    for seed, final in [(1, 1.40), (2, 1.42), (3, 1.41)]:
+        fake_log(str(tmp_path / f"s{seed}" / "log.jsonl"), f"s{seed}", final, t0=seed, per_char=True, seed=seed)
+    fake_log(str(tmp_path / "lr" / "log.jsonl"), "lr", 1.6, t0=9, per_char=True, lr=1e-3)
+    groups = runs_in(tmp_path)
+    assert [[r["name"] for r in g] for g in groups] == [["s1", "s2", "s3"], ["lr"]]
+    fig = plot_logs.figure(groups, ["defaults (3 seeds)", "lr"])
+    ax_val, ax_train = fig.axes[:2]
+    assert ax_val.lines[0].get_xydata()[:, 1] == pytest.approx([2.41, 1.91, 1.41])  # the seeds' mean
+    assert len(ax_val.collections) == 1 and len(ax_train.collections) == 1  # one band each, for the group
+    assert [t.get_text() for t in ax_train.get_legend().get_texts()] == \
+        ["defaults (3 seeds)", "lr", "lowest to highest seed"]
+    texts = sorted(t.get_text() for t in ax_val.texts)
+    assert texts == ["defaults (3 seeds)  1.4100 ± 0.0200", "lr  1.6000"]
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
 def test_ladder_table_lists_presets_in_study_order(tmp_path, capsys):
     fake_log(str(tmp_path / "s6" / "log.jsonl"), "s6", 1.4, preset="step6")
+    fake_log(str(tmp_path / "s6b" / "log.jsonl"), "s6b", 1.45, preset="step6", t0=2.0, seed=2)
     fake_log(str(tmp_path / "s0" / "log.jsonl"), "s0", 1.9, preset="step0", t0=5.0)
     fake_log(str(tmp_path / "x" / "log.jsonl"), "x", 1.2)  # not a preset: not in the ladder
     plot_logs.main(["--table", "--runs", str(tmp_path / "*" / "log.jsonl")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("nanorun ladder: 100,000 titles x 1 epoch of data/hn_titles.txt "
                         "(the study: 100,000 titles x 7 epochs)")
-    assert lines[4:] == ["| step0 | baseline: SGD, constant lr | 1.9000 | 1.7533 | 60 s |",
-                         "| step6 | smaller still | 1.4000 | 1.3206 | 60 s |"]
+    assert lines[2] == "| step | run | change | nanorun val loss | study val loss | time |"
+    assert lines[4:] == ["| step0 | s0 | baseline: SGD, constant lr | 1.9000 | 1.7533 | 60 s |",
+                         "| step6 | s6 | smaller still | 1.4000 | 1.3206 | 60 s |",
+                         "| step6 | s6b | smaller still | 1.4500 | 1.3206 | 60 s |"]
+
+
+def test_ablation_table_one_row_per_recipe_mean_and_spread(tmp_path, capsys):
+    # in config-time order: step6 x 3 seeds, AdamW with rho x 2 seeds (the first made before the
+    # last step6 seed), one run with another lr, interrupted after its last evaluation
+    logs = [("base-1", 1.40, 0, 60.0, dict(seed=1)), ("base-2", 1.42, 1, 70.0, dict(seed=2)),
+            ("adamw-1", 1.30, 2, 100.0, dict(seed=1, opt="adamw", rho=0.5)),
+            ("base-3", 1.41, 3, 80.0, dict(seed=3)), ("lr-1", 1.5, 4, 200.0, dict(seed=1, lr=1e-3)),
+            ("adamw-2", 1.34, 5, 140.0, dict(seed=2, opt="adamw", rho=0.5))]
+    for name, final, t0, time_s, flags in logs:
+        status = "interrupted" if name == "lr-1" else "done"
+        fake_log(str(tmp_path / name / "log.jsonl"), name, final, preset="step6", t0=t0, time_s=time_s,
+                 status=status, **flags)
+    plot_logs.main(["--ablation", "--runs", str(tmp_path / "*" / "log.jsonl")])
+    assert capsys.readouterr().out.splitlines() == [
+        "ablation: 3 recipes, 6 runs; every run also had --epochs 1",
+        "",
+        "| # | change | val loss | seeds | params | mean time |",
+        "|---|---|---|---|---|---|",
+        "| 1 | step6 | 1.4100 ± 0.0200 | 3 | 2.56M | 70 s |",
+        "| 2 | step6 + --opt adamw --rho 0.5 | 1.3200 ± 0.0400 | 2 | 2.56M | 2.0 min |",
+        "| 3 | step6 + --lr 0.001 | 1.5000 * | 1 | 2.56M | 3.3 min |",
+        "",
+        "val loss: final validation loss in nats per character, mean ± spread (max − min) over a row's seeds "
+        "(one seed: its value); "
+        "a difference between rows smaller than twice the spread is noise.",
+        "* a run of this row did not finish; its last evaluation is counted."]
+
+
+def test_figure_names_a_group_by_its_recipe(tmp_path, capsys):
+    for seed in (1, 2):
+        fake_log(str(tmp_path / f"s{seed}" / "log.jsonl"), f"s{seed}", 1.4, preset="step6", t0=seed, seed=seed)
+    fake_log(str(tmp_path / "one" / "log.jsonl"), "one", 1.3, preset="step6", t0=3, dropout=0.1)
+    groups = runs_in(tmp_path)
+    configs = [g[0]["config"]["config"] for g in groups]
+    assert plot_logs.recipe_labels(configs, train.PRESETS, train.defaults()) == \
+        (["step6", "step6 + --dropout 0.1"], ["--epochs 1"])
+    out = tmp_path / "figure.png"
+    plot_logs.main(["--runs", str(tmp_path / "*" / "log.jsonl"), "--out", str(out)])
+    assert capsys.readouterr().out == f"wrote {out} (3 runs, 2 recipes)\n"
+    assert out.exists()
 
 
 # -----------------------------------------------------------------------------
