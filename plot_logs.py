@@ -537,7 +537,10 @@ def main(argv=None):
                   for group, label, name in zip(groups, labels, names)]
     import matplotlib
     matplotlib.use("Agg")  # headless: no display needed
-    save_png(figure(groups, labels), args.out)
+    try:
+        save_png(figure(groups, labels), args.out)
+    except OSError as e:  # a folder that cannot be written: say so, in one line
+        sys.exit(f"error: cannot write {args.out} ({e.strerror}); pass --out with a path you can write to")
     print(f"wrote {args.out} ({len(runs)} runs, {len(groups)} recipes)")
 
 
