@@ -1069,6 +1069,61 @@ def test_resume_after_a_cut_run_equals_uninterrupted(titles_file, tmp_path):
     assert event["versions"]["torch"] == torch.__version__
 
 
+# ----------------------------------------------------------------------------------------------
+# data parallel: torchrun with 2 CPU processes (gloo) trains the same model as one process
+
+def torchrun(cfg, *flags, wait=True):
+    """train.py under torchrun with 2 processes, one thread each; cfg as for train.run()."""
+    args = [f"--{k}={v}" for k, v in cfg.items() if not isinstance(v, bool)]
+    args += [f"--{k}" if v else f"--no-{k}" for k, v in cfg.items() if isinstance(v, bool)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(HERE, "train.py"), *args, *flags]
+    proc = subprocess.Popen(cmd, cwd=HERE, env=ONE_THREAD, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    if wait:
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, out
+    return proc
+
+
+def final_eval(run_dir):
+    return [e for e in read_log(os.path.join(run_dir, "log.jsonl")) if e["event"] == "eval"][-1]
+
+
+@pytest.mark.parametrize("opt", ["adamw", "asam"])
+def test_two_processes_train_the_same_model_as_one(titles_file, tmp_path, opt):
+    # the global batch of 8 is split 4 + 4; DDP averages the gradients of every backward pass (SAM's first
+    # one too, so its perturbation uses the global gradient norm); validation is split and summed
+    cfg = tiny(titles_file, tmp_path, opt=opt, dropout=0.0, epochs=2)
+    one = train.run(name="one", **cfg)
+    torchrun(cfg, "--name=two")
+    two = final_eval(tmp_path / "runs" / "two")
+    assert two["step"] == one["steps"] and two["val_loss"] == pytest.approx(one["final_val_loss"], abs=1e-5)
+    log = read_log(tmp_path / "runs" / "two" / "log.jsonl")
+    assert log[0]["processes"] == 2 and log[-1]["status"] == "done"
+    assert sorted(os.listdir(tmp_path / "runs" / "two")) == ["ckpt.pt", "log.jsonl", "tokenizer.json"]
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
+                    reason="finds the training processes through Linux's /proc")
+def test_two_process_run_killed_mid_epoch_resumes_to_the_same_end(titles_file, tmp_path):
+    cfg = tiny(titles_file, tmp_path, opt="asam", dropout=0.0, epochs=4)
+    whole = train.run(name="whole", **cfg)
+    proc = torchrun(cfg, "--name=killed", wait=False)
+    ckpt = tmp_path / "runs" / "killed" / "ckpt.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    workers = [int(p) for p in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+    for pid in [proc.pid, *workers]:  # the launcher and both training processes (each in a session of its own)
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate()
+    assert read_log(tmp_path / "runs" / "killed" / "log.jsonl")[-1]["event"] != "end", "ended before the kill"
+    torchrun({}, f"--resume={ckpt}", "--no-progress")
+    end = final_eval(tmp_path / "runs" / "killed")
+    assert end["step"] == whole["steps"] and end["val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-5)
+
+
 def test_non_finite_loss_stops_at_once(titles_file, tmp_path):
     with pytest.raises(train.Diverged, match="training loss became"):
         train.run(name="boom", **tiny(titles_file, tmp_path, opt="sgd", lr=1e12, grad_clip=0, dropout=0.0))
