@@ -21,6 +21,7 @@ import torch
 import speed
 import train
 from bpe import Tokenizer
+from checkpoint import file_sha256, load_checkpoint
 from dataset import ConfigError, read_titles, split_titles, stream_nats, text_chars, title_stream, titles_sha256
 from gpt import GPT, GPTConfig, sample_titles, visible
 
@@ -30,7 +31,7 @@ from gpt import GPT, GPTConfig, sample_titles, visible
 
 def load_model(path, device="cpu"):
     """(model, tokenizer, checkpoint) from a run's ckpt.pt, its tokenizer checked against the checkpoint."""
-    ckpt = train.load_checkpoint(path)
+    ckpt = load_checkpoint(path)
     for key in ("model", "model_config", "tokenizer", "tokenizer_sha256"):
         if key not in ckpt:
             raise ConfigError(f"checkpoint {path} has no {key!r} entry; it was not written by this "
@@ -39,7 +40,7 @@ def load_model(path, device="cpu"):
     if not os.path.isfile(tok_path):
         raise ConfigError(f"tokenizer {tok_path} of checkpoint {path} is missing; keep the run folder "
                           "whole (ckpt.pt and tokenizer.json side by side)")
-    if train.file_sha256(tok_path) != ckpt["tokenizer_sha256"]:
+    if file_sha256(tok_path) != ckpt["tokenizer_sha256"]:
         raise ConfigError(f"tokenizer {tok_path} is not the one checkpoint {path} was trained with "
                           "(its sha256 differs); restore the run's own tokenizer.json")
     try:
