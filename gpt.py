@@ -32,6 +32,9 @@ class GPTConfig:
     d_model: int = 192
     dropout: float = 0.0
     bias: bool = True       # biases in Linear and LayerNorm layers, as in GPT-2
+    rope: bool = False      # rotary position embeddings (Su et al. 2021) instead of the learned table wpe
+    within_title: bool = False  # attend only within a title; positions restart at every title
+    eos_id: int = -1        # the token that starts every title of the stream (needed by within_title)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -42,6 +45,11 @@ class GPTConfig:
                              f"pick an n_head that divides it.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.rope and (self.d_model // self.n_head) % 2:
+            raise ValueError(f"rope turns pairs of channels: the head size d_model / n_head = "
+                             f"{self.d_model // self.n_head} must be even.")
+        if self.within_title and not 0 <= self.eos_id < self.vocab_size:
+            raise ValueError(f"within_title needs the <eos> id that starts each title, got eos_id {self.eos_id}.")
 
 
 # -----------------------------------------------------------------------------
@@ -65,24 +73,38 @@ class ScaledDotProductAttention(nn.Module):
         return self.dropout(att) @ v                                          # (B, nh, T, hs)
 
 
+def rotate(x, pos, base=10000.0):
+    """Rotary position embedding (Su et al. 2021): turn each pair of channels (i, i + hs/2) of x by the angle
+    pos * base^(-2i/hs). Rotating both q and k makes q . k depend on their positions only through the
+    difference. x: (B, nh, T, hs), pos: (B or 1, T) -> (B, nh, T, hs)."""
+    hs = x.size(-1)
+    freq = base ** (-torch.arange(0, hs // 2, device=x.device, dtype=torch.float32) * 2 / hs)  # (hs/2,)
+    angle = pos[..., None].float() * freq                         # (B, T, hs/2)
+    cos, sin = angle.cos()[:, None], angle.sin()[:, None]         # (B, 1, T, hs/2): the same for every head
+    x1, x2 = x.float().chunk(2, dim=-1)                           # 2 x (B, nh, T, hs/2)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head, self.rope = config.n_head, config.rope
         self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.attend = ScaledDotProductAttention(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x, pos, mask=None):
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)      # 3 x (B, T, C)
         q = q.view(B, T, nh, hs).transpose(1, 2)      # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)      # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)      # (B, nh, T, hs)
-        y = self.attend(q, k, v)                      # (B, nh, T, hs)
+        if self.rope:
+            q, k = rotate(q, pos), rotate(k, pos)     # positions enter here instead of through wpe
+        y = self.attend(q, k, v, mask)                # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -109,9 +131,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x):
+    def forward(self, x, pos, mask=None):
         # pre-LayerNorm: each sub-layer reads a normalised copy and adds its output to the residual stream
-        x = x + self.attn(self.ln_1(x))
+        x = x + self.attn(self.ln_1(x), pos, mask)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -125,7 +147,8 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.d_model)   # token embedding
-        self.wpe = nn.Embedding(config.block_size, config.d_model)   # learned position embedding
+        if not config.rope:
+            self.wpe = nn.Embedding(config.block_size, config.d_model)   # learned position embedding
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
@@ -155,10 +178,13 @@ class GPT(nn.Module):
         cross-entropy over targets that are not -1 (-1 marks padding, which is not scored)."""
         self._check_ids(idx)
         B, T = idx.shape
-        pos = torch.arange(T, device=idx.device)                   # (T,)
-        x = self.drop(self.wte(idx) + self.wpe(pos))               # (B, T, C)
+        pos, mask = self.positions_and_mask(idx)                   # (1 or B, T), None or (B, 1, T, T)
+        x = self.wte(idx)                                          # (B, T, C)
+        if not self.config.rope:
+            x = x + self.wpe(pos)                                  # (B, T, C)
+        x = self.drop(x)
         for block in self.h:
-            x = block(x)                                           # (B, T, C)
+            x = block(x, pos, mask)                                # (B, T, C)
         logits = self.lm_head(self.ln_f(x))                        # (B, T, vocab)
         loss = None
         if targets is not None:
@@ -167,6 +193,23 @@ class GPT(nn.Module):
                                  f"they must match.")
             loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T), ignore_index=-1)
         return logits, loss
+
+    def positions_and_mask(self, idx):
+        """Each token's position, and which tokens it may attend to (None: GPT's causal mask).
+
+        The stream packs several titles into a window. With within_title a title starts at its <eos>:
+        positions count from there, and a token attends only to the earlier tokens of its own title,
+        never across an <eos> into the title before it.
+        """
+        T = idx.size(1)
+        t = torch.arange(T, device=idx.device)                              # (T,)
+        if not self.config.within_title:
+            return t[None], None
+        is_eos = idx == self.config.eos_id                                  # (B, T)
+        start = torch.where(is_eos, t, 0).cummax(dim=1).values              # (B, T): where each token's title began
+        title = is_eos.cumsum(dim=1)                                        # (B, T): which title a token is in
+        mask = (title[:, :, None] == title[:, None, :]) & (t[:, None] >= t)  # (B, T, T): same title, not later
+        return t - start, mask[:, None]                                     # (B, T), (B, 1, T, T)
 
     def _check_ids(self, idx):
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):

@@ -405,6 +405,27 @@ def test_causality_future_tokens_never_change_past_logits():
         assert not torch.allclose(logits2[:, t], logits[:, t])
 
 
+def test_rotary_scores_depend_only_on_the_distance_between_positions():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 2, 1, 8, generator=g), torch.randn(1, 2, 1, 8, generator=g)
+    score = lambda i, j: (gpt.rotate(q, torch.tensor([[i]])) * gpt.rotate(k, torch.tensor([[j]]))).sum()
+    assert torch.allclose(score(7, 3), score(4, 0), atol=1e-5) and torch.allclose(score(0, 0), (q * k).sum())
+    assert not torch.allclose(score(7, 3), score(3, 7), atol=1e-3)
+
+
+@pytest.mark.parametrize("rope", [False, True])
+def test_within_title_a_title_is_read_the_same_wherever_it_sits_in_the_window(rope):
+    config = dataclasses.replace(TINY, rope=rope, within_title=True, eos_id=0)
+    model = tiny_model(config=config).eval()
+    title = [0, 5, 6, 7, 8]                                  # <eos> then the title's tokens
+    early = torch.tensor([title + [9, 10, 0, 11, 12, 13, 14, 15, 16, 17, 18]])
+    late = torch.tensor([[3, 4, 0, 21, 22, 23, 24] + title + [25, 26, 27, 28]])
+    a, b = model(early)[0][0, :5], model(late)[0][0, 7:12]
+    assert torch.allclose(a, b, atol=1e-5)                   # nothing before its <eos> reaches it
+    plain = tiny_model(config=dataclasses.replace(config, within_title=False)).eval()
+    assert not torch.allclose(plain(early)[0][0, :5], plain(late)[0][0, 7:12], atol=1e-3)
+
+
 @pytest.mark.parametrize("masked", ["causal", "any mask"])
 def test_written_out_attention_equals_torch_sdpa_forward_and_backward(masked):
     # the model's formula (used on CPU) against PyTorch's fused kernel (FusedAttention, used on GPUs)

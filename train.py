@@ -107,6 +107,11 @@ def build_parser():
     g.add_argument("--d_model", type=int, default=192, help="embedding width")
     g.add_argument("--block_size", type=int, default=64, help="context length in tokens")
     g.add_argument("--dropout", type=float, default=0.0603, help="dropout probability")
+    g.add_argument("--rope", default=False, action=argparse.BooleanOptionalAction,
+                   help="rotary position embeddings (Su et al. 2021) instead of a learned position table")
+    g.add_argument("--within_title", default=False, action=argparse.BooleanOptionalAction,
+                   help="attend only within a title, not across <eos> into the previous one; positions "
+                        "restart at each title")
     g = p.add_argument_group("optimization")
     g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
     g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
@@ -169,7 +174,9 @@ def resolve_config(explicit, saved=None):
             k, (was, now) = next(iter(clash.items()))
             raise ConfigError(f"checkpoint {cfg['resume']} was trained with {k}={was!r}, not {now!r}; "
                               f"drop --{k} to resume it, or start a new run")
-        cfg = dict(saved, max_steps=0, **{k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
+        # settings newer than the checkpoint take their defaults, which are what older versions did
+        cfg = {**known, **saved, "max_steps": 0}
+        cfg.update({k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
     check_config(cfg)
     return cfg
 
@@ -370,7 +377,8 @@ def run(callback=None, **config):
     set_process_wide(device, want_compile)
     memory_kept = device == "cpu" and speed.keep_freed_memory()  # no page faults for a step's activations
     mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=T, n_layer=cfg["n_layer"], n_head=cfg["n_head"],
-                      d_model=cfg["d_model"], dropout=cfg["dropout"])
+                      d_model=cfg["d_model"], dropout=cfg["dropout"], rope=cfg["rope"],
+                      within_title=cfg["within_title"], eos_id=tok.eos_id)
     raw_model = GPT(mconf).to(device)
     fast_modules = speed.use_fast_modules(raw_model, device)
     opt = optim.build_optimizer(cfg["opt"], raw_model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
