@@ -4,7 +4,7 @@ DATA  ?= data/hn_titles.txt
 # A first run that finishes in minutes on a laptop CPU: the study's smallest model, fewer titles, 1 epoch.
 FIRST ?= --preset step6 --num_titles 30000 --epochs 1
 
-.PHONY: help install run data test bench tune evaluate figure ladder
+.PHONY: help install run data test bench tune evaluate figure ladder ablate
 help:            ## this list
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -66,3 +66,19 @@ ladder: install    ## every step of the study in order, then its table (SCALE=cp
 	done; \
 	$(PY) plot_logs.py --runs "$$dir/*/log.jsonl" --out $$dir/figure.png && \
 	$(PY) plot_logs.py --table --runs "$$dir/*/log.jsonl" | tee $$dir/ladder.md
+# ---- beyond the study: the step-6 recipe, then one change at a time; SEEDS seeds per row; one table
+# ROWS: name=flags;... (each row's flags in full); ARGS shrinks every run, e.g. ARGS='--num_titles 20000 --epochs 2'
+SEEDS ?= 1337 1338 1339
+ROWS  ?= step6=--preset step6;rho0.5=--preset step6 --rho 0.5;adamw=--preset step6 --opt adamw;nodropout=--preset step6 --opt adamw --dropout 0;within_title=--preset step6 --opt adamw --dropout 0 --within_title;rope=--preset step6 --opt adamw --dropout 0 --within_title --rope
+
+ablate: install    ## the ablation rows x SEEDS seeds, then runs/ablate-*/ablation.md and figure.png
+	@[ -f "$(DATA)" ] || [ "$(DATA)" != data/hn_titles.txt ] || $(MAKE) data
+	@dir=runs/ablate-$$(date +%Y%m%d-%H%M%S); \
+	echo '$(ROWS)' | tr ';' '\n' | while IFS='=' read -r row flags; do \
+		for s in $(SEEDS); do \
+			echo "== $$row, seed $$s"; \
+			$(PY) train.py --data $(DATA) $$flags --seed $$s --sample 0 $(ARGS) --out_dir $$dir --name $$row-s$$s || exit 1; \
+		done; \
+	done && \
+	$(PY) plot_logs.py --ablation --runs "$$dir/*/log.jsonl" | tee $$dir/ablation.md && \
+	$(PY) plot_logs.py --runs "$$dir/*/log.jsonl" --out $$dir/figure.png
