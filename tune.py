@@ -32,10 +32,13 @@ import argparse
 import gc
 import math
 import os
+import random
 import shlex
 import sys
+import time
 
 import optuna
+import sqlalchemy.exc
 import torch
 
 import optim
@@ -150,13 +153,26 @@ def open_storage(storage):
         lock = optuna.storages.journal.JournalFileOpenLock(storage + ".lock")
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage, lock_obj=lock))
     engine_kwargs = None
+    if storage.startswith("postgresql://"):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg 3 client; requirements.txt installs
+        # psycopg2 (pip install psycopg2-binary), so name that driver
+        storage = "postgresql+psycopg2://" + storage[len("postgresql://"):]
     if storage.startswith("sqlite:///"):
         folder = os.path.dirname(storage[len("sqlite:///"):])
         if folder:
             os.makedirs(folder, exist_ok=True)
         # wait up to a minute for another writer's lock instead of failing with "database is locked"
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+    # Workers started at once on an empty database all create Optuna's tables: on PostgreSQL each
+    # checks that a table is missing, then creates it, and all but one fail with a duplicate key.
+    # Once the first has committed, the tables exist and a second try only reads them.
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(random.random())  # a random pause, so the retries do not collide again
 
 
 def make_pruner(name, max_evals, prune_after):
@@ -255,7 +271,13 @@ def main(argv=None):
     study_name = args.study or f"tune-{cfg['opt']}"
     storage_url = args.storage or f"sqlite:///{cfg['out_dir']}/tune.db"
 
-    storage = open_storage(storage_url)
+    try:
+        storage = open_storage(storage_url)
+    except ImportError:
+        sys.exit(f"error: no database client for {storage_url.split('://')[0]}:// storages; install it "
+                 "(pip install psycopg2-binary for postgresql://).")
+    except sqlalchemy.exc.OperationalError as e:  # server down, wrong host, port or password
+        sys.exit(f"error: cannot open {storage_url}: {str(e.orig).strip().splitlines()[0]}")
     pruner = make_pruner(args.pruner, cfg["epochs"] * cfg["evals_per_epoch"], args.prune_after)
     try:  # creating a study is atomic in every storage: of several workers started at once, one wins
         study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize", pruner=pruner,
