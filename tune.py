@@ -175,6 +175,22 @@ def open_storage(storage):
             time.sleep(random.random())  # a random pause, so the retries do not collide again
 
 
+def wait_for_first_trial(study, seconds=10):
+    """The study's trials, once it has one; waits at most `seconds` for another worker's first trial.
+
+    The worker that creates a study saves its train config first, then queues the baseline trial (or,
+    with --no-baseline, starts a trial): a worker that finds a trial finds the config to check its flags
+    against, and runs no trial before the baseline. No trial after the wait: the study was made outside
+    tune.py, or its creator stopped early.
+    """
+    deadline = time.monotonic() + seconds
+    trials = study.get_trials(deepcopy=False)
+    while not trials and time.monotonic() < deadline:
+        time.sleep(0.2)
+        trials = study.get_trials(deepcopy=False)
+    return trials
+
+
 def make_pruner(name, max_evals, prune_after):
     """The pruner; resources are evaluation indices, 0 being the untrained model (never pruned)."""
     if name == "median":
@@ -279,6 +295,10 @@ def main(argv=None):
     except sqlalchemy.exc.OperationalError as e:  # server down, wrong host, port or password
         sys.exit(f"error: cannot open {storage_url}: {str(e.orig).strip().splitlines()[0]}")
     pruner = make_pruner(args.pruner, cfg["epochs"] * cfg["evals_per_epoch"], args.prune_after)
+    fingerprint = {k: v for k, v in sorted(cfg.items()) if k not in FREE and k not in space}
+    first_run = os.path.join(cfg["out_dir"], f"{study_name}-t0")
+    stale_runs = (f"error: {first_run} exists but study {study_name!r} in {storage_url} has no trials; it is left "
+                  "from another storage: name a new study with --study, or move those runs away.")
     try:  # creating a study is atomic in every storage: of several workers started at once, one wins
         study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize", pruner=pruner,
                                     sampler=optuna.samplers.TPESampler(seed=args.sampler_seed))
@@ -289,24 +309,27 @@ def main(argv=None):
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
                                   sampler=optuna.samplers.TPESampler(seed=args.sampler_seed + n))
         created = False
-    trials = study.get_trials(deepcopy=False)
-    fingerprint = {k: v for k, v in sorted(cfg.items()) if k not in FREE and k not in space}
-    saved = study.user_attrs.get("train_config")
-    if saved is None:
-        study.set_user_attr("train_config", fingerprint)
+    if created:  # only this worker sets the study up, so there is one baseline trial, and it is trial 0
+        if os.path.exists(first_run):
+            sys.exit(stale_runs)
         study.set_user_attr("space", {k: list(v) for k, v in space.items()})
-    elif saved != fingerprint:
-        k = next(k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k, "?") != fingerprint.get(k, "?"))
-        def setting(d):
-            return f"{k}={d[k]!r}" if k in d else f"{k} searched"
-        sys.exit(f"error: study {study_name!r} in {storage_url} was run with {setting(saved)}, not "
-                 f"{setting(fingerprint)}; pass the same flags to resume it, or name a new study with --study.")
-    first_run = os.path.join(cfg["out_dir"], f"{study_name}-t0")
-    if not trials and os.path.exists(first_run):
-        sys.exit(f"error: {first_run} exists but study {study_name!r} in {storage_url} has no trials; it is left "
-                 "from another storage: name a new study with --study, or move those runs away.")
-    if created and args.baseline:
-        study.enqueue_trial({k: baseline_value(cfg, k) for k in space}, user_attrs={"baseline": True})
+        study.set_user_attr("train_config", fingerprint)
+        if args.baseline:  # after the config: the other workers wait for a first trial (wait_for_first_trial)
+            study.enqueue_trial({k: baseline_value(cfg, k) for k in space}, user_attrs={"baseline": True})
+    else:
+        trials = wait_for_first_trial(study)
+        saved = study.user_attrs.get("train_config")
+        if saved is None:  # a study made outside tune.py: this worker's flags become its config
+            study.set_user_attr("space", {k: list(v) for k, v in space.items()})
+            study.set_user_attr("train_config", fingerprint)
+        elif saved != fingerprint:
+            k = next(k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k, "?") != fingerprint.get(k, "?"))
+            def setting(d):
+                return f"{k}={d[k]!r}" if k in d else f"{k} searched"
+            sys.exit(f"error: study {study_name!r} in {storage_url} was run with {setting(saved)}, not "
+                     f"{setting(fingerprint)}; pass the same flags to resume it, or name a new study with --study.")
+        if not trials and os.path.exists(first_run):
+            sys.exit(stale_runs)
     print(f"study {study_name} in {storage_url} ({'new' if created else f'{len(trials)} trials so far'}); "
           f"searching {', '.join(space)}; {args.trials} trials, pruner {args.pruner}")
 
