@@ -3,7 +3,9 @@ nanorun's tests: known answers, hand-worked examples, reference implementations 
 
     python -m pytest -q test_all.py        # or: make test
 
-Every test builds its own tiny data under pytest's tmp_path; none needs a GPU or a download.
+Every test builds its own tiny data under pytest's tmp_path; none needs a GPU or a download. The
+PostgreSQL test starts its own server and skips where the server programs are missing
+(apt-get install postgresql).
 """
 
 import copy
@@ -18,8 +20,10 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import optuna
@@ -1632,3 +1636,68 @@ def test_two_workers_share_one_journal_study(study_titles, tmp_path):
     assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1  # one worker made the study
     runs = sorted(glob.glob(os.path.join(out, "j-t*", "log.jsonl")))
     assert [os.path.basename(os.path.dirname(p)) for p in runs] == ["j-t0", "j-t1", "j-t2", "j-t3"]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on a free local port, as a URL; stopped and deleted afterwards.
+
+    Debian keeps the server programs in /usr/lib/postgresql/<version>/bin, off PATH. The server
+    refuses to run as root (CI's user), so there it runs as `nobody`, in a directory of its own:
+    pytest's tmp_path is mode 0700 under root, closed to nobody.
+    """
+    pytest.importorskip("psycopg2", reason="no PostgreSQL client: pip install psycopg2-binary")
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    initdb = found[-1] if found else shutil.which("initdb")
+    pg_ctl = initdb and os.path.join(os.path.dirname(initdb), "pg_ctl")
+    if not initdb or not os.path.isfile(pg_ctl):
+        pytest.skip("no PostgreSQL server programs (initdb, pg_ctl): apt-get install postgresql")
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    root = tempfile.mkdtemp(prefix="nanorun-pg-")
+    if as_user:
+        shutil.chown(root, "nobody")
+    data = os.path.join(root, "data")
+    with socket.socket() as s:  # a port no one listens on now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def run(*cmd):
+        r = subprocess.run(as_user + list(cmd), cwd=root, capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout + r.stderr
+
+    try:
+        rc, said = run(initdb, "-D", data, "--auth=trust", "-U", "postgres", "--no-sync")
+        assert rc == 0, said
+        # -l: the server's output goes to a file; on our pipe it would keep subprocess.run waiting
+        log = os.path.join(root, "log")
+        rc, said = run(pg_ctl, "-D", data, "-l", log, "-w", "start",
+                       "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root}")
+        assert rc == 0, said + (open(log).read() if os.path.exists(log) else "")
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:  # also after a failed test or a server that never started
+        run(pg_ctl, "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_start_together_on_one_postgresql_study(postgres_url, study_titles, tmp_path):
+    out = str(tmp_path / "runs")
+    cmd = [sys.executable, os.path.join(HERE, "tune.py"), "--storage", postgres_url, "--study", "p", "--trials", "2",
+           "--pruner", "none", *tiny_flags(study_titles), "--out_dir", out]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # both start on an empty database: both create Optuna's tables, both try to create the study
+    workers = [subprocess.Popen(cmd + ["--sampler_seed", str(seed)], cwd=HERE, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for seed in (1, 2)]
+    outputs = [w.communicate(timeout=120)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = optuna.load_study(study_name="p", storage=tune.open_storage(postgres_url)).get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [t.number for t in trials if t.user_attrs.get("baseline")] == [0]  # one baseline, and it came first
+    # each worker names the best trial it saw finished; the last to finish saw all four
+    by_number = {t.number: t for t in trials}
+    named = [int(re.search(r"best \(trial (\d+)\)", o).group(1)) for o in outputs]
+    assert min(trials, key=lambda t: t.value).number in named
+    for o, number in zip(outputs, named):
+        command = o.split("repeat the best trial:\n")[1].split()
+        assert command[:2] == ["python", "train.py"]
+        assert all(command[command.index(f"--{k}") + 1] == str(v) for k, v in by_number[number].params.items())

@@ -32,10 +32,13 @@ import argparse
 import gc
 import math
 import os
+import random
 import shlex
 import sys
+import time
 
 import optuna
+import sqlalchemy.exc
 import torch
 
 import optim
@@ -153,13 +156,42 @@ def open_storage(storage):
         lock = optuna.storages.journal.JournalFileOpenLock(storage + ".lock")
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage, lock_obj=lock))
     engine_kwargs = None
+    if storage.startswith("postgresql://"):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg 3 client; requirements.txt installs
+        # psycopg2 (pip install psycopg2-binary), so name that driver
+        storage = "postgresql+psycopg2://" + storage[len("postgresql://"):]
     if storage.startswith("sqlite:///"):
         folder = os.path.dirname(storage[len("sqlite:///"):])
         if folder:
             os.makedirs(folder, exist_ok=True)
         # wait up to a minute for another writer's lock instead of failing with "database is locked"
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+    # Workers started at once on an empty database all create Optuna's tables: on PostgreSQL each
+    # checks that a table is missing, then creates it, and all but one fail with a duplicate key.
+    # Once the first has committed, the tables exist and a second try only reads them.
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(random.random())  # a random pause, so the retries do not collide again
+
+
+def wait_for_first_trial(study, seconds=10):
+    """The study's trials, once it has one; waits at most `seconds` for another worker's first trial.
+
+    The worker that creates a study saves its train config first, then queues the baseline trial (or,
+    with --no-baseline, starts a trial): a worker that finds a trial finds the config to check its flags
+    against, and runs no trial before the baseline. No trial after the wait: the study was made outside
+    tune.py, or its creator stopped early.
+    """
+    deadline = time.monotonic() + seconds
+    trials = study.get_trials(deepcopy=False)
+    while not trials and time.monotonic() < deadline:
+        time.sleep(0.2)
+        trials = study.get_trials(deepcopy=False)
+    return trials
 
 
 def make_pruner(name, max_evals, prune_after):
@@ -258,8 +290,18 @@ def main(argv=None):
     study_name = args.study or f"tune-{cfg['opt']}"
     storage_url = args.storage or f"sqlite:///{cfg['out_dir']}/tune.db"
 
-    storage = open_storage(storage_url)
+    try:
+        storage = open_storage(storage_url)
+    except ImportError:
+        sys.exit(f"error: no database client for {storage_url.split('://')[0]}:// storages; install it "
+                 "(pip install psycopg2-binary for postgresql://).")
+    except sqlalchemy.exc.OperationalError as e:  # server down, wrong host, port or password
+        sys.exit(f"error: cannot open {storage_url}: {str(e.orig).strip().splitlines()[0]}")
     pruner = make_pruner(args.pruner, cfg["epochs"] * cfg["evals_per_epoch"], args.prune_after)
+    fingerprint = {k: v for k, v in sorted(cfg.items()) if k not in FREE and k not in space}
+    first_run = os.path.join(cfg["out_dir"], f"{study_name}-t0")
+    stale_runs = (f"error: {first_run} exists but study {study_name!r} in {storage_url} has no trials; it is left "
+                  "from another storage: name a new study with --study, or move those runs away.")
     try:  # creating a study is atomic in every storage: of several workers started at once, one wins
         study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize", pruner=pruner,
                                     sampler=optuna.samplers.TPESampler(seed=args.sampler_seed))
@@ -270,24 +312,27 @@ def main(argv=None):
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
                                   sampler=optuna.samplers.TPESampler(seed=args.sampler_seed + n))
         created = False
-    trials = study.get_trials(deepcopy=False)
-    fingerprint = {k: v for k, v in sorted(cfg.items()) if k not in FREE and k not in space}
-    saved = study.user_attrs.get("train_config")
-    if saved is None:
-        study.set_user_attr("train_config", fingerprint)
+    if created:  # only this worker sets the study up, so there is one baseline trial, and it is trial 0
+        if os.path.exists(first_run):
+            sys.exit(stale_runs)
         study.set_user_attr("space", {k: list(v) for k, v in space.items()})
-    elif saved != fingerprint:
-        k = next(k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k, "?") != fingerprint.get(k, "?"))
-        def setting(d):
-            return f"{k}={d[k]!r}" if k in d else f"{k} searched"
-        sys.exit(f"error: study {study_name!r} in {storage_url} was run with {setting(saved)}, not "
-                 f"{setting(fingerprint)}; pass the same flags to resume it, or name a new study with --study.")
-    first_run = os.path.join(cfg["out_dir"], f"{study_name}-t0")
-    if not trials and os.path.exists(first_run):
-        sys.exit(f"error: {first_run} exists but study {study_name!r} in {storage_url} has no trials; it is left "
-                 "from another storage: name a new study with --study, or move those runs away.")
-    if created and args.baseline:
-        study.enqueue_trial({k: baseline_value(cfg, k) for k in space}, user_attrs={"baseline": True})
+        study.set_user_attr("train_config", fingerprint)
+        if args.baseline:  # after the config: the other workers wait for a first trial (wait_for_first_trial)
+            study.enqueue_trial({k: baseline_value(cfg, k) for k in space}, user_attrs={"baseline": True})
+    else:
+        trials = wait_for_first_trial(study)
+        saved = study.user_attrs.get("train_config")
+        if saved is None:  # a study made outside tune.py: this worker's flags become its config
+            study.set_user_attr("space", {k: list(v) for k, v in space.items()})
+            study.set_user_attr("train_config", fingerprint)
+        elif saved != fingerprint:
+            k = next(k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k, "?") != fingerprint.get(k, "?"))
+            def setting(d):
+                return f"{k}={d[k]!r}" if k in d else f"{k} searched"
+            sys.exit(f"error: study {study_name!r} in {storage_url} was run with {setting(saved)}, not "
+                     f"{setting(fingerprint)}; pass the same flags to resume it, or name a new study with --study.")
+        if not trials and os.path.exists(first_run):
+            sys.exit(stale_runs)
     print(f"study {study_name} in {storage_url} ({'new' if created else f'{len(trials)} trials so far'}); "
           f"searching {', '.join(space)}; {args.trials} trials, pruner {args.pruner}")
 
