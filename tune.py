@@ -64,8 +64,8 @@ def search_space(cfg, fixed):
     """The ranges to search for a resolved train config `cfg`, minus the settings in `fixed`.
 
     Each range is widened to hold cfg's own value, so the untuned recipe can be trial 0.
-    search_space(dict(train.defaults(), opt="adamw"), {"lr", "block_size"})
-      -> {"dropout": ("float", 0.0, 0.3), "warmup_ratio": ..., "weight_decay": ...}
+    >>> search_space(dict(train.defaults(), opt="adamw"), {"lr", "block_size"})
+    {'dropout': ('float', 0.0, 0.3), 'warmup_ratio': ('float', 0.0, 0.2), 'weight_decay': ('float', 0.0, 0.1)}
     """
     space = dict(SPACE, lr=SGD_LR if cfg["opt"] == "sgd" else SPACE["lr"])
     if cfg["opt"] in RHO:
@@ -206,8 +206,8 @@ def make_pruner(name, max_evals, prune_after):
 def train_command(explicit, params):
     """The train.py command line that repeats a trial.
 
-    train_command({"opt": "asam", "compile": False}, {"lr": 0.00123})
-      -> 'python train.py --opt asam --no-compile --lr 0.00123'
+    >>> train_command({"opt": "asam", "compile": False}, {"lr": 0.00123})
+    'python train.py --opt asam --no-compile --lr 0.00123'
     """
     args = []
     for k, v in {**explicit, **params}.items():
