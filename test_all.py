@@ -1616,15 +1616,20 @@ def test_diverged_trial_is_pruned_and_bad_input_stops_the_study(monkeypatch):
     assert [str(e) for e in bad_input] == ["bad on purpose"]
 
 
-def test_two_workers_share_one_journal_study(study_titles, tmp_path):
-    journal, out = str(tmp_path / "tune.log"), str(tmp_path / "runs")
-    cmd = [sys.executable, os.path.join(HERE, "tune.py"), "--storage", journal, "--study", "j", "--trials", "2",
+def two_tune_workers(storage, study, study_titles, out):
+    """Start two tune.py processes at once on one study, 2 trials each; return their outputs."""
+    cmd = [sys.executable, os.path.join(HERE, "tune.py"), "--storage", storage, "--study", study, "--trials", "2",
            "--pruner", "none", *tiny_flags(study_titles), "--out_dir", out]
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # one core each, as at the top of this file
-    workers = [subprocess.Popen(cmd + ["--sampler_seed", str(seed)], cwd=HERE, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for seed in (1, 2)]
+    workers = [subprocess.Popen(cmd + ["--sampler_seed", str(seed)], cwd=HERE, env=ONE_THREAD,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for seed in (1, 2)]
     outputs = [w.communicate(timeout=120)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
+    return outputs
+
+
+def test_two_workers_share_one_journal_study(study_titles, tmp_path):
+    journal, out = str(tmp_path / "tune.log"), str(tmp_path / "runs")
+    two_tune_workers(journal, "j", study_titles, out)
     trials = optuna.load_study(study_name="j", storage=tune.open_storage(journal)).get_trials()
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
@@ -1675,15 +1680,8 @@ def postgres_url():
 
 
 def test_two_workers_start_together_on_one_postgresql_study(postgres_url, study_titles, tmp_path):
-    out = str(tmp_path / "runs")
-    cmd = [sys.executable, os.path.join(HERE, "tune.py"), "--storage", postgres_url, "--study", "p", "--trials", "2",
-           "--pruner", "none", *tiny_flags(study_titles), "--out_dir", out]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     # both start on an empty database: both create Optuna's tables, both try to create the study
-    workers = [subprocess.Popen(cmd + ["--sampler_seed", str(seed)], cwd=HERE, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for seed in (1, 2)]
-    outputs = [w.communicate(timeout=120)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
+    outputs = two_tune_workers(postgres_url, "p", study_titles, str(tmp_path / "runs"))
     trials = optuna.load_study(study_name="p", storage=tune.open_storage(postgres_url)).get_trials()
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
