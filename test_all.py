@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import optuna
 import pytest
@@ -74,28 +75,6 @@ def small_corpus():
     return titles + HARD_STRINGS
 
 
-# -----------------------------------------------------------------------------
-# a deliberately naive reference: recount every pair in every chunk occurrence, every merge
-
-
-def naive_train(texts, num_merges):
-    """Merges by brute force: same pre-tokenizer, same tie-break (highest count, then smallest pair)."""
-    words = [list(chunk.encode("utf-8")) for text in texts for chunk in re.findall(bpe.PATTERN, text)]
-    merges = []
-    while len(merges) < num_merges:
-        counts = {}
-        for word in words:
-            for pair in zip(word, word[1:]):
-                counts[pair] = counts.get(pair, 0) + 1
-        if not counts:
-            break
-        best = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
-        new_id = 256 + len(merges)
-        merges.append(best)
-        words = [bpe.merge(word, best, new_id) for word in words]
-    return merges
-
-
 def naive_encode(merges, text):
     """Apply every merge, in the order learned, to every chunk."""
     ids = []
@@ -133,7 +112,7 @@ def test_split_chunks():
 
 
 # -----------------------------------------------------------------------------
-# training: a textbook example by hand, then equality with the naive reference
+# training: a textbook example by hand, then the fast trainer against the basic one
 
 
 def test_textbook_merges_by_hand():
@@ -145,6 +124,7 @@ def test_textbook_merges_by_hand():
     assert tok.encode(TEXTBOOK) == [258, 100, 258, 97, 99]
     assert tok.pieces([256, 257, 258]) == ["aa", "ab", "aaab"]
     assert tok.vocab_size == 260 and tok.eos_id == 259
+    assert bpe.train_merges_basic({TEXTBOOK: 1}, 3) == tok.merges
     assert bpe.train_merges({"aaab": 1, "ab": 2}, 2) == [(97, 98), (97, 97)]
 
 
@@ -159,8 +139,8 @@ def test_textbook_merges_by_hand():
         small_corpus(),
     ],
 )
-def test_merges_match_naive_reference(texts):
-    reference = naive_train(texts, 60)
+def test_fast_training_matches_basic_training(texts):
+    reference = bpe.train_merges_basic(Counter(chunk for text in texts for chunk in bpe.split_chunks(text)), 60)
     tok = Tokenizer.train(texts, vocab_size=256 + len(reference) + 1)
     assert tok.merges == reference
     for text in texts + HARD_STRINGS + ["abcabc aaab unseen words"]:
