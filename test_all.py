@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -75,15 +74,15 @@ def small_corpus():
     return titles + HARD_STRINGS
 
 
-def naive_encode(merges, text):
-    """Apply every merge, in the order learned, to every chunk."""
-    ids = []
-    for chunk in re.findall(bpe.PATTERN, text):
-        word = list(chunk.encode("utf-8"))
-        for r, pair in enumerate(merges):
-            word = bpe.merge(word, pair, 256 + r)
-        ids += word
-    return ids
+def ranks_of(merges):
+    """{pair: merge id}, what the chunk encoders take."""
+    return {pair: 256 + r for r, pair in enumerate(merges)}
+
+
+def basic_encode(merges, text):
+    """encode() with the textbook chunk encoder: the reference for the fast one."""
+    ranks = ranks_of(merges)
+    return [i for chunk in bpe.split_chunks(text) for i in bpe.encode_chunk_basic(list(chunk.encode("utf-8")), ranks)]
 
 
 # -----------------------------------------------------------------------------
@@ -92,7 +91,7 @@ def naive_encode(merges, text):
 
 def test_docstring_examples():
     result = doctest.testmod(bpe)
-    assert result.attempted >= 5 and result.failed == 0
+    assert result.attempted >= 10 and result.failed == 0
 
 
 def test_get_pairs_and_merge():
@@ -144,7 +143,7 @@ def test_fast_training_matches_basic_training(texts):
     tok = Tokenizer.train(texts, vocab_size=256 + len(reference) + 1)
     assert tok.merges == reference
     for text in texts + HARD_STRINGS + ["abcabc aaab unseen words"]:
-        assert tok.encode(text) == naive_encode(reference, text)
+        assert tok.encode(text) == basic_encode(reference, text)
 
 
 def test_merges_do_not_depend_on_text_order():
@@ -162,6 +161,47 @@ def test_merges_do_not_depend_on_text_order():
 @pytest.fixture(scope="module")
 def tok():
     return Tokenizer.train(small_corpus(), vocab_size=400)
+
+
+def runs_tokenizer():
+    """Learned from runs of a's and a few strings of a and b: merges "aa", "aaaa", ..., "ab", "aab", ..."""
+    rng = random.Random(0)
+    texts = ["a" * k for k in range(1, 65)] + ["".join(rng.choice("aab") for _ in range(40)) for _ in range(20)]
+    return Tokenizer.train(texts, vocab_size=300)
+
+
+def test_fast_chunk_encoders_match_the_basic_one(tok):
+    hard = [list(chunk.encode("utf-8")) for s in HARD_STRINGS for chunk in bpe.split_chunks(s)]
+    runs = runs_tokenizer()
+    assert {"aa", "aaaa", "aaaaaaaa", "ab"} <= set(runs.pieces(range(256, runs.vocab_size - 1)))
+    # Small alphabets make many overlapping pairs (in "aaa" the left "aa" merges first), and long runs
+    # of one letter make them everywhere: where a careless encoder goes wrong.
+    rng = random.Random(0)
+    strings = ["a" * n for n in range(200)] + ["ab" * 100, "aab" * 70, "b" + "a" * 300]
+    for alphabet in ("ab", "aab", "abc"):
+        strings += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(100)]
+    cases = [(tok, ids) for ids in hard] + [(runs, list(s.encode("utf-8"))) for s in strings]
+    assert max(len(ids) for _, ids in cases) > bpe.LONG_CHUNK  # encode_chunk takes both of its paths
+    for t, ids in cases:
+        ranks = ranks_of(t.merges)
+        expected = bpe.encode_chunk_basic(ids, ranks)
+        assert bpe.encode_chunk(ids, ranks) == expected
+        assert bpe.encode_long_chunk(ids, ranks) == expected  # the long path, on short chunks too
+
+
+def test_a_long_chunk_encodes_in_about_linear_time():
+    # One 200,000-byte chunk of one letter, merged as "aa", "aaaa", ...: an encoder that rescans the
+    # chunk for every single merge takes ~n^2 steps (the old one took 16 s for 40,000 a's, minutes for
+    # 200,000); the fast one takes ~0.3 s on a 2-core AMD EPYC. So 1 s is a guard with a wide margin,
+    # not a benchmark, and it counts this process's CPU time, so other work on the machine cannot fail it.
+    tok = runs_tokenizer()
+    text = "a" * 200_000
+    t0 = time.process_time()
+    ids = tok.encode(text)
+    seconds = time.process_time() - t0
+    assert tok.decode(ids) == text
+    assert len(ids) < len(text) / 16  # the long merges were used
+    assert seconds < 1.0, f"encoding 200,000 a's took {seconds:.2f} s of CPU: is encoding quadratic again?"
 
 
 def test_round_trip_hard_strings(tok):
