@@ -13,11 +13,15 @@ Train on the first 90% of the first 100,000 titles, save, and print speed and co
 
     python bpe.py --data data/hn_titles.txt --num_titles 100000 --vocab_size 4000
 
-From Python:
+From Python (the examples in this file's docstrings run as doctests in test_all.py):
 
-    tok = Tokenizer.train(titles, vocab_size=4000)
-    ids = tok.encode_titles(titles)   # every title's ids followed by the <eos> id
-    text = tok.decode(ids)            # "<eos>" comes back as the text "<eos>"
+    >>> titles = ["Show HN: a tokenizer", "Ask HN: a tokenizer?"]
+    >>> tok = Tokenizer.train(titles, vocab_size=268)  # 256 bytes + 11 merges + <eos>
+    >>> ids = tok.encode_titles(titles)  # every title's ids followed by the <eos> id
+    >>> tok.pieces(ids[:10])
+    ['S', 'h', 'o', 'w', ' HN', ':', ' a', ' token', 'izer', '<eos>']
+    >>> tok.decode(ids)  # "<eos>" comes back as the text "<eos>"
+    'Show HN: a tokenizer<eos>Ask HN: a tokenizer?<eos>'
 """
 
 import argparse
@@ -439,7 +443,11 @@ class Tokenizer:
         return b"".join(self._id_bytes(ids)).decode("utf-8", errors="replace")
 
     def pieces(self, ids):
-        """Each id's text on its own (for showing how a string was cut), e.g. ['Show', ' HN', ':']."""
+        """Each id's text on its own, for showing how a string was cut.
+
+        >>> Tokenizer([(97, 97)]).pieces([256, 97, 257])  # one merge "aa" = 256, then <eos> = 257
+        ['aa', 'a', '<eos>']
+        """
         return [b.decode("utf-8", errors="replace") for b in self._id_bytes(ids)]
 
     def _id_bytes(self, ids):
