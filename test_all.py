@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import random
-import re
 import shutil
 import signal
 import socket
@@ -25,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
 import optuna
 import pytest
@@ -81,37 +81,15 @@ def small_corpus():
     return titles + HARD_STRINGS
 
 
-# -----------------------------------------------------------------------------
-# a deliberately naive reference: recount every pair in every chunk occurrence, every merge
+def ranks_of(merges):
+    """{pair: merge id}, what the chunk encoders take."""
+    return {pair: 256 + r for r, pair in enumerate(merges)}
 
 
-def naive_train(texts, num_merges):
-    """Merges by brute force: same pre-tokenizer, same tie-break (highest count, then smallest pair)."""
-    words = [list(chunk.encode("utf-8")) for text in texts for chunk in re.findall(bpe.PATTERN, text)]
-    merges = []
-    while len(merges) < num_merges:
-        counts = {}
-        for word in words:
-            for pair in zip(word, word[1:]):
-                counts[pair] = counts.get(pair, 0) + 1
-        if not counts:
-            break
-        best = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
-        new_id = 256 + len(merges)
-        merges.append(best)
-        words = [bpe.merge(word, best, new_id) for word in words]
-    return merges
-
-
-def naive_encode(merges, text):
-    """Apply every merge, in the order learned, to every chunk."""
-    ids = []
-    for chunk in re.findall(bpe.PATTERN, text):
-        word = list(chunk.encode("utf-8"))
-        for r, pair in enumerate(merges):
-            word = bpe.merge(word, pair, 256 + r)
-        ids += word
-    return ids
+def basic_encode(merges, text):
+    """encode() with the textbook chunk encoder: the reference for the fast one."""
+    ranks = ranks_of(merges)
+    return [i for chunk in bpe.split_chunks(text) for i in bpe.encode_chunk_basic(list(chunk.encode("utf-8")), ranks)]
 
 
 # -----------------------------------------------------------------------------
@@ -120,7 +98,7 @@ def naive_encode(merges, text):
 
 def test_docstring_examples():
     result = doctest.testmod(bpe)
-    assert result.attempted >= 5 and result.failed == 0
+    assert result.attempted >= 16 and result.failed == 0
 
 
 def test_get_pairs_and_merge():
@@ -140,7 +118,7 @@ def test_split_chunks():
 
 
 # -----------------------------------------------------------------------------
-# training: a textbook example by hand, then equality with the naive reference
+# training: a textbook example by hand, then the fast trainer against the basic one
 
 
 def test_textbook_merges_by_hand():
@@ -152,6 +130,7 @@ def test_textbook_merges_by_hand():
     assert tok.encode(TEXTBOOK) == [258, 100, 258, 97, 99]
     assert tok.pieces([256, 257, 258]) == ["aa", "ab", "aaab"]
     assert tok.vocab_size == 260 and tok.eos_id == 259
+    assert bpe.train_merges_basic({TEXTBOOK: 1}, 3) == tok.merges
     assert bpe.train_merges({"aaab": 1, "ab": 2}, 2) == [(97, 98), (97, 97)]
 
 
@@ -166,12 +145,12 @@ def test_textbook_merges_by_hand():
         small_corpus(),
     ],
 )
-def test_merges_match_naive_reference(texts):
-    reference = naive_train(texts, 60)
+def test_fast_training_matches_basic_training(texts):
+    reference = bpe.train_merges_basic(Counter(chunk for text in texts for chunk in bpe.split_chunks(text)), 60)
     tok = Tokenizer.train(texts, vocab_size=256 + len(reference) + 1)
     assert tok.merges == reference
     for text in texts + HARD_STRINGS + ["abcabc aaab unseen words"]:
-        assert tok.encode(text) == naive_encode(reference, text)
+        assert tok.encode(text) == basic_encode(reference, text)
 
 
 def test_merges_do_not_depend_on_text_order():
@@ -189,6 +168,47 @@ def test_merges_do_not_depend_on_text_order():
 @pytest.fixture(scope="module")
 def tok():
     return Tokenizer.train(small_corpus(), vocab_size=400)
+
+
+def runs_tokenizer():
+    """Learned from runs of a's and a few strings of a and b: merges "aa", "aaaa", ..., "ab", "aab", ..."""
+    rng = random.Random(0)
+    texts = ["a" * k for k in range(1, 65)] + ["".join(rng.choice("aab") for _ in range(40)) for _ in range(20)]
+    return Tokenizer.train(texts, vocab_size=300)
+
+
+def test_fast_chunk_encoders_match_the_basic_one(tok):
+    hard = [list(chunk.encode("utf-8")) for s in HARD_STRINGS for chunk in bpe.split_chunks(s)]
+    runs = runs_tokenizer()
+    assert {"aa", "aaaa", "aaaaaaaa", "ab"} <= set(runs.pieces(range(256, runs.vocab_size - 1)))
+    # Small alphabets make many overlapping pairs (in "aaa" the left "aa" merges first), and long runs
+    # of one letter make them everywhere: where a careless encoder goes wrong.
+    rng = random.Random(0)
+    strings = ["a" * n for n in range(200)] + ["ab" * 100, "aab" * 70, "b" + "a" * 300]
+    for alphabet in ("ab", "aab", "abc"):
+        strings += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(100)]
+    cases = [(tok, ids) for ids in hard] + [(runs, list(s.encode("utf-8"))) for s in strings]
+    assert max(len(ids) for _, ids in cases) > bpe.LONG_CHUNK  # encode_chunk takes both of its paths
+    for t, ids in cases:
+        ranks = ranks_of(t.merges)
+        expected = bpe.encode_chunk_basic(ids, ranks)
+        assert bpe.encode_chunk(ids, ranks) == expected
+        assert bpe.encode_long_chunk(ids, ranks) == expected  # the long path, on short chunks too
+
+
+def test_a_long_chunk_encodes_in_about_linear_time():
+    # One 200,000-byte chunk of one letter, merged as "aa", "aaaa", ...: an encoder that rescans the
+    # chunk for every single merge takes ~n^2 steps (the old one took 16 s for 40,000 a's, minutes for
+    # 200,000); the fast one takes ~0.3 s on a 2-core AMD EPYC. So 1 s is a guard with a wide margin,
+    # not a benchmark, and it counts this process's CPU time, so other work on the machine cannot fail it.
+    tok = runs_tokenizer()
+    text = "a" * 200_000
+    t0 = time.process_time()
+    ids = tok.encode(text)
+    seconds = time.process_time() - t0
+    assert tok.decode(ids) == text
+    assert len(ids) < len(text) / 16  # the long merges were used
+    assert seconds < 1.0, f"encoding 200,000 a's took {seconds:.2f} s of CPU: is encoding quadratic again?"
 
 
 def test_round_trip_hard_strings(tok):
