@@ -9,9 +9,7 @@ UTF-8, so every string can be encoded and nothing is ever unknown.
 Ids: 0..255 are the raw bytes, 256.. are the merges in the order they were learned, and the special
 tokens (by default just "<eos>") come last. vocab_size counts all of them.
 
-Train on the first 90% of the first 100,000 titles, save, and print speed and compression:
-
-    python bpe.py --data data/hn_titles.txt --num_titles 100000 --vocab_size 4000
+Training and encoding speed on real titles: `python bench.py tokenizer --data data/hn_titles.txt`.
 
 From Python (the examples in this file's docstrings run as doctests in test_all.py):
 
@@ -24,7 +22,6 @@ From Python (the examples in this file's docstrings run as doctests in test_all.
     'Show HN: a tokenizer<eos>Ask HN: a tokenizer?<eos>'
 """
 
-import argparse
 import gc
 import heapq
 import itertools
@@ -32,7 +29,6 @@ import json
 import os
 import re
 import tempfile
-import time
 from collections import Counter, defaultdict
 
 FORMAT, VERSION = "nanorun-bpe", 1

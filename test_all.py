@@ -96,11 +96,6 @@ def basic_encode(merges, text):
 # small helpers, exactly as their docstrings say
 
 
-def test_docstring_examples():
-    result = doctest.testmod(bpe)
-    assert result.attempted >= 16 and result.failed == 0
-
-
 def test_get_pairs_and_merge():
     assert bpe.get_pairs([1, 2, 3, 1, 2]) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}
     assert bpe.get_pairs([7]) == {} and bpe.get_pairs([]) == {}
