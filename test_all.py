@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -1561,7 +1562,7 @@ def test_evaluate_bad_input_is_one_clear_sentence(tiny_ckpt, study_titles, tmp_p
             evaluate.main(argv + ["--device", "cpu"])
         err = capsys.readouterr().err
         assert str(e.value) == "error: 1 of 1 checkpoints could not be scored (see above)"
-        assert f"error: " in err and words in err, (argv, err)
+        assert "error: " in err and words in err, (argv, err)
         assert str(e.value).count("; ") <= 1 and "\n" not in str(e.value)
 
 
