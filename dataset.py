@@ -1,8 +1,8 @@
 """
 dataset.py: the data and the metric, one home for every script.
 
-A titles file (UTF-8, one title per line) -> train / validation / test titles -> one token stream
-per split -> batches of windows. The metric is the study's: the summed cross-entropy (nats) of every
+A titles file (UTF-8, one title per line) -> train / validation / test titles -> a tokenizer trained
+on the training titles -> one token stream per split -> batches of windows. The metric is the study's: the summed cross-entropy (nats) of every
 token of a split, divided by the characters of "<eos>".join(titles) + "<eos>" (<eos> counts as 5).
 Dividing by characters, not tokens, lets models with different tokenizers compare.
 
@@ -14,9 +14,12 @@ Dividing by characters, not tokens, lets models with different tokenizers compar
 import hashlib
 import math
 import os
+import time
 
 import torch
 from tqdm import tqdm
+
+from bpe import Tokenizer
 
 
 class ConfigError(ValueError):
@@ -81,6 +84,30 @@ def text_chars(titles):
 def titles_sha256(titles):
     """The data's fingerprint, kept in the log and the checkpoint: resume and evaluate check it."""
     return hashlib.sha256("\n".join(titles).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# the tokenizer and the token streams
+
+def get_tokenizer(train_titles, vocab_size, cache_dir, say=print):
+    """Train a BPE on the training titles, or load it from a cache keyed by (titles, vocab size)."""
+    h = hashlib.sha256(f"bpe v1 vocab={vocab_size}\n".encode())
+    for t in train_titles:
+        h.update(t.encode() + b"\n")
+    path = os.path.join(cache_dir, f"bpe-{vocab_size}-{h.hexdigest()[:16]}.json")
+    if os.path.exists(path):
+        return Tokenizer.load(path), path
+    say(f"training a {vocab_size:,}-token BPE on {len(train_titles):,} titles (cached in {cache_dir})...")
+    t0 = time.time()
+    try:
+        tok = Tokenizer.train(train_titles, vocab_size)
+    except ValueError as e:  # too few titles for the vocabulary
+        raise ConfigError(f"--vocab_size {vocab_size} cannot be trained on {len(train_titles):,} training "
+                          f"titles ({e}); use more titles or a smaller --vocab_size") from None
+    say(f"  done in {time.time() - t0:.1f} s")
+    os.makedirs(cache_dir, exist_ok=True)
+    tok.save(path)
+    return tok, path
 
 
 def title_stream(tokenizer, titles):

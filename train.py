@@ -15,7 +15,7 @@ study's: summed cross-entropy of every validation token, in nats, per character 
 `run(**config)` is the one entry point (tune.py imports it); `main()` only parses flags.
 """
 import argparse
-import hashlib
+import functools
 import math
 import os
 import shutil
@@ -33,15 +33,14 @@ from tqdm import tqdm
 
 import optim
 import speed
-from bpe import Tokenizer
 from checkpoint import (atomic_torch_save, check_writable, file_sha256, load_checkpoint, log_event, new_run_dir,
                         rng_state, set_rng_state, versions)
-from dataset import (ConfigError, epoch_order, get_batch, read_titles, split_titles, stream_nats, text_chars,
-                     title_stream, titles_sha256)
+from dataset import (ConfigError, epoch_order, get_batch, get_tokenizer, read_titles, split_titles, stream_nats,
+                     text_chars, title_stream, titles_sha256)
 from gpt import GPT, GPTConfig, sample_titles, visible
 
 # ----------------------------------------------------------------------------------------------
-# The study, one preset per step (STUDY.md). Flags given on the command line override a preset.
+# The study, one preset per step (its Table 1). Flags given on the command line override a preset.
 
 _BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000)
 _SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, min_lr=1e-5,
@@ -203,30 +202,6 @@ def check_config(c):
          "--test_titles, --max_steps and --grad_clip must not be negative")
     for k, choices in (("opt", optim.OPTIMIZERS), ("schedule", optim.SCHEDULES), ("device", DEVICES)):
         need(c[k] in choices, f"unknown --{k} {c[k]!r}; choose one of {', '.join(choices)}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Tokenizer
-
-def get_tokenizer(train_titles, vocab_size, cache_dir, say=print):
-    """Train a BPE on the training titles, or load it from a cache keyed by (titles, vocab size)."""
-    h = hashlib.sha256(f"bpe v1 vocab={vocab_size}\n".encode())
-    for t in train_titles:
-        h.update(t.encode() + b"\n")
-    path = os.path.join(cache_dir, f"bpe-{vocab_size}-{h.hexdigest()[:16]}.json")
-    if os.path.exists(path):
-        return Tokenizer.load(path), path
-    say(f"training a {vocab_size:,}-token BPE on {len(train_titles):,} titles (cached in {cache_dir})...")
-    t0 = time.time()
-    try:
-        tok = Tokenizer.train(train_titles, vocab_size)
-    except ValueError as e:  # too few titles for the vocabulary
-        raise ConfigError(f"--vocab_size {vocab_size} cannot be trained on {len(train_titles):,} training "
-                          f"titles ({e}); use more titles or a smaller --vocab_size") from None
-    say(f"  done in {time.time() - t0:.1f} s")
-    os.makedirs(cache_dir, exist_ok=True)
-    tok.save(path)
-    return tok, path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,10 +376,7 @@ def run(callback=None, **config):
         set_rng_state(saved[rank % len(saved)])
 
     log_file = open(log_path, "a", encoding="utf-8") if main_process else None
-
-    def log(event, **fields):
-        if log_file:
-            log_event(log_file, event, **fields)
+    log = functools.partial(log_event, log_file) if main_process else (lambda event, **fields: None)
 
     choices = dict(device=device, amp=amp, compiled=compiled, fast_modules=fast_modules,
                    freed_memory_kept=memory_kept, processes=world, versions=versions())
