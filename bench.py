@@ -86,6 +86,18 @@ def bench_step(args, device):
     print(f"{args.shape} {args.opt} {'compiled' if compiled else 'eager'} {'bf16' if amp else 'fp32'} "
           f"dropout {args.dropout}: {tokens / median:,.0f} tokens/s median ({median * 1e3:.0f} ms a step), "
           f"{tokens / best:,.0f} best; first step {warm_up:.1f} s")
+    # MFU, as nanoGPT reports it for GPUs: the step's useful FLOP/s over what one big matmul reaches here
+    flops = tokens * model.flops_per_token() * (2 if args.opt in ("sam", "asam") else 1)
+    peak = matmul_peak(device, amp)
+    print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; a 2048^3 matmul here: {peak / 1e9:,.0f} GFLOP/s; "
+          f"MFU {flops / median / peak:.0%}")
+
+
+def matmul_peak(device, amp, n=2048):
+    """FLOP/s of the best of five n x n x n matrix products, in bf16 with amp, else fp32."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16 if amp else torch.float32)
+    best = min(time_steps(lambda: a @ a, 5, device)[:2])
+    return 2 * n**3 / best
 
 
 def bench_model(args, device):

@@ -173,6 +173,14 @@ class GPT(nn.Module):
         """Number of parameters, the tied embedding/head matrix counted once, position table included."""
         return sum(p.numel() for p in self.parameters())  # parameters() already skips the tied duplicate
 
+    def flops_per_token(self):
+        """Floating-point operations to train on one token (forward + backward): 6 per parameter that
+        multiplies an activation, plus attention's q k^T and att v, 12 L T C (Kaplan et al. 2020; PaLM,
+        Chowdhery et al. 2022, app. B). The embedding lookup is not a multiply, the tied head is."""
+        c = self.config
+        n = self.num_params() - (0 if c.rope else c.block_size * c.d_model)
+        return 6 * n + 12 * c.n_layer * c.block_size * c.d_model
+
     def forward(self, idx, targets=None):
         """idx (B, T) token ids -> logits (B, T, vocab) and, when targets (B, T) are given, the mean
         cross-entropy over targets that are not -1 (-1 marks padding, which is not scored)."""

@@ -372,6 +372,8 @@ def test_parameter_counts_of_the_study(vocab, block, n_layer, n_head, d_model, e
     # by hand: tied embedding V*C, positions T*C, per block 12C^2 weights + 13C biases/norms, final norm 2C
     C = d_model
     assert expected == vocab * C + block * C + n_layer * (12 * C * C + 13 * C) + 2 * C
+    # training FLOPs per token: 6 per parameter that multiplies (all but the position table) + attention
+    assert model.flops_per_token() == 6 * (expected - block * C) + 12 * n_layer * block * C
 
 
 def test_gpt2_names_tying_and_init():

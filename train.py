@@ -355,6 +355,8 @@ def run(callback=None, **config):
                       d_model=cfg["d_model"], dropout=cfg["dropout"], rope=cfg["rope"],
                       within_title=cfg["within_title"], eos_id=tok.eos_id)
     raw_model = GPT(mconf).to(device)
+    # the work of a step per token: SAM/ASAM pass forward and backward twice
+    flops_per_token = raw_model.flops_per_token() * (2 if cfg["opt"] in ("sam", "asam") else 1)
     fast_modules = speed.use_fast_modules(raw_model, device)
     opt = optim.build_optimizer(cfg["opt"], raw_model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                 momentum=cfg["momentum"], decay_all=cfg["wd_all"],
@@ -463,7 +465,7 @@ def run(callback=None, **config):
             bar.set_postfix(train=f"{loss_per_char:.3f} nats/char", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
             if step % cfg["log_every"] == 0 or step == last_step:
                 log("train", step=step, epoch=step / steps_per_epoch, loss=loss, loss_per_char=loss_per_char,
-                    lr=lr, tokens_per_s=tokens_per_s)
+                    lr=lr, tokens_per_s=tokens_per_s, gflop_per_s=tokens_per_s * flops_per_token / 1e9)
             if step in eval_steps:
                 evaluate()
                 save()
@@ -505,7 +507,7 @@ def run(callback=None, **config):
             say("  " + visible(title))
     return {"status": status, "final_val_loss": val if status == "done" else None, "last_val_loss": val,
             "last_eval_step": val_step, "best_val_loss": best, "steps": step, "tokens_per_s": tokens_per_s,
-            "time_s": time.time() - t_start, "n_params": raw_model.num_params(), "run_dir": run_dir,
+            "gflop_per_s": tokens_per_s * flops_per_token / 1e9, "time_s": time.time() - t_start, "n_params": raw_model.num_params(), "run_dir": run_dir,
             "log": log_path, "ckpt": ckpt_path}
 
 
@@ -533,7 +535,8 @@ def main(argv=None):
         sys.exit(128 + signal.SIGINT)  # 130: the shell's code for a program stopped by Ctrl-C
     if result["run_dir"]:  # the main process
         print(f"final val loss {result['final_val_loss']:.4f} nats/char (best {result['best_val_loss']:.4f}), "
-              f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s, {result['time_s']:.0f} s; "
+              f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s), "
+              f"{result['time_s']:.0f} s; "
               f"run folder {result['run_dir']}")
 
 
