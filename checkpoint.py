@@ -53,8 +53,8 @@ def check_writable(folder):
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise ConfigError(f"cannot write run folders in {folder} ({e.strerror}); pass --out_dir with a "
-                          "folder you can write to") from None
+        raise ConfigError(f"cannot write run folders in {folder} ({e.filename}: {e.strerror}); pass --out_dir "
+                          "with a folder you can write to") from None
 
 
 def rng_state():

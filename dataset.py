@@ -103,7 +103,7 @@ def get_tokenizer(train_titles, vocab_size, cache_dir, say=print):
         tok = Tokenizer.train(train_titles, vocab_size)
     except ValueError as e:  # too few titles for the vocabulary
         raise ConfigError(f"--vocab_size {vocab_size} cannot be trained on {len(train_titles):,} training "
-                          f"titles ({e}); use more titles or a smaller --vocab_size") from None
+                          f"titles: {e}") from None
     say(f"  done in {time.time() - t0:.1f} s")
     os.makedirs(cache_dir, exist_ok=True)
     tok.save(path)

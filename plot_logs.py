@@ -540,7 +540,8 @@ def main(argv=None):
     try:
         save_png(figure(groups, labels), args.out)
     except OSError as e:  # a folder that cannot be written: say so, in one line
-        sys.exit(f"error: cannot write {args.out} ({e.strerror}); pass --out with a path you can write to")
+        sys.exit(f"error: cannot write {args.out} ({e.filename}: {e.strerror}); pass --out with a path you can "
+                 "write to")
     print(f"wrote {args.out} ({len(runs)} runs, {len(groups)} recipes)")
 
 
