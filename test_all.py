@@ -1539,6 +1539,23 @@ def test_evaluate_equals_the_metric_computed_by_hand(tiny_ckpt, study_titles, ca
     assert row in capsys.readouterr().out
 
 
+def test_evaluate_scores_the_others_when_a_run_kept_no_test_titles(tiny_ckpt, tmp_path, capsys):
+    notest = tmp_path / "notest"  # the same run, as if trained with --test_titles 0
+    notest.mkdir()
+    ckpt = torch.load(tiny_ckpt, weights_only=False)
+    ckpt["config"]["test_titles"] = 0
+    torch.save(ckpt, notest / "ckpt.pt")
+    shutil.copy(os.path.join(os.path.dirname(tiny_ckpt), "tokenizer.json"), notest)
+    with pytest.raises(SystemExit, match="1 of 2 checkpoints could not be scored"):
+        evaluate.main([str(notest), tiny_ckpt, "--device", "cpu"])  # a run folder works as well as its ckpt.pt
+    out, err = capsys.readouterr()
+    assert "kept no test titles (it was trained with --test_titles 0)" in err and "--test_titles N" in err
+    row = next(line for line in out.splitlines() if line.startswith(f"| {tiny_ckpt} |"))
+    evaluate.main([str(notest), "--test_titles", "100", "--device", "cpu"])  # how to score it anyway
+    again = next(line for line in capsys.readouterr().out.splitlines() if "notest" in line)
+    assert again.split("|")[2:6] == row.split("|")[2:6]  # same model, same 100 titles: the same numbers
+
+
 def test_evaluate_bad_input_is_one_clear_sentence(tiny_ckpt, study_titles, tmp_path, capsys):
     ckpt = torch.load(tiny_ckpt, weights_only=False)
     run_dir = os.path.dirname(tiny_ckpt)
