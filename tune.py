@@ -33,6 +33,7 @@ import gc
 import math
 import os
 import random
+import re
 import shlex
 import sys
 import time
@@ -203,6 +204,15 @@ def make_pruner(name, max_evals, prune_after):
     return optuna.pruners.NopPruner()
 
 
+def without_password(url):
+    """The storage URL as printed: a database password stays off the screen and out of logs.
+
+    >>> without_password("postgresql://ann:secret@db.example:5432/tune")
+    'postgresql://ann:***@db.example:5432/tune'
+    """
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def train_command(explicit, params):
     """The train.py command line that repeats a trial.
 
@@ -288,10 +298,11 @@ def main(argv=None):
     if not space:
         sys.exit("error: every searched setting is fixed by a flag; drop one of --" + ", --".join(SPACE) + ".")
     study_name = args.study or f"tune-{cfg['opt']}"
-    storage_url = args.storage or f"sqlite:///{cfg['out_dir']}/tune.db"
+    url = args.storage or f"sqlite:///{cfg['out_dir']}/tune.db"
+    storage_url = without_password(url)  # the URL as printed from here on
 
     try:
-        storage = open_storage(storage_url)
+        storage = open_storage(url)
     except ImportError:
         sys.exit(f"error: no database client for {storage_url.split('://')[0]}:// storages; install it "
                  "(pip install psycopg2-binary for postgresql://).")
