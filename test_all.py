@@ -1266,8 +1266,8 @@ def test_preset_flags_and_overrides():
     for name, p in train.PRESETS.items():
         c = train.resolve_config({"preset": name})
         n = GPT(GPTConfig(vocab_size=c["vocab_size"], block_size=c["block_size"], n_layer=c["n_layer"],
-                          n_head=c["n_head"], d_model=c["d_model"])).num_params()
-        assert n == {"step5": 12_208_128, "step6": 2_560_128}.get(name, 27_172_864)
+                          n_head=c["n_head"], d_model=c["d_model"], rope=c["rope"])).num_params()
+        assert n == {"step5": 12_208_128, "step6": 2_560_128, "nanorun": 2_547_840}.get(name, 27_172_864)  # rotary: no table
 
 
 # ==================================================================================================

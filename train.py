@@ -65,6 +65,11 @@ PRESETS = {
                   flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
+    # Beyond the study (NOTES.md): step 6's model with AdamW instead of ASAM, no dropout, attention within a
+    # title and rotary positions. So far one seed at full scale; lr, shape and vocabulary not yet tuned.
+    "nanorun": dict(change="AdamW, no dropout, within-title attention, rotary positions", study_val_loss=None,
+                    flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, opt="adamw", dropout=0.0, lr=2.1e-3,
+                               within_title=True, rope=True)),
 }
 
 # On --resume these may differ from the checkpoint's config; everything else must match.
