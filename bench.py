@@ -53,6 +53,13 @@ def time_steps(step, steps, device):
     return times[len(times) // 2], times[0], warm_up
 
 
+def set_up_process(device, compile):
+    """The process-wide settings train.run() makes, so the timings are of the same process."""
+    train.set_process_wide(device, compile)
+    if device == "cpu":
+        speed.keep_freed_memory()
+
+
 def build(config, device, compile, amp, batch_size):
     """The model as train.run() builds it: fast modules swapped in, compiled with a warm-up when asked."""
     torch.manual_seed(1337)
@@ -69,9 +76,7 @@ def bench_step(args, device):
     config = dataclasses.replace(SHAPES[args.shape], dropout=args.dropout)
     compile = speed.can_compile(device) if args.compile is None else args.compile
     amp = speed.default_amp(device) if args.amp is None else args.amp
-    train.set_process_wide(device, compile)
-    if device == "cpu":
-        speed.keep_freed_memory()
+    set_up_process(device, compile)
     model, runner, compiled = build(config, device, compile, amp, args.batch_size)
     opt = optim.build_optimizer(args.opt, model, lr=1e-4, weight_decay=0.01,
                                 rho=0.05 if args.opt in ("sam", "asam") else None)
@@ -105,9 +110,7 @@ def bench_model(args, device):
     shapes = list(SHAPES) if args.shape == "all" else [args.shape]
     compiles = [False, True] if args.compile is None else [args.compile]
     amps = [False, True] if args.amp is None else [args.amp]
-    train.set_process_wide(device, True in compiles)
-    if device == "cpu":
-        speed.keep_freed_memory()
+    set_up_process(device, True in compiles)
     for name in shapes:
         config = dataclasses.replace(SHAPES[name], dropout=args.dropout)
         for compile in compiles:
