@@ -33,6 +33,11 @@ def atomic_torch_save(obj, path):
     os.replace(tmp, path)
 
 
+def checkpoint_path(path):
+    """A checkpoint file, or a run folder standing for the checkpoint inside it."""
+    return os.path.join(path, "ckpt.pt") if os.path.isdir(path) else path
+
+
 def load_checkpoint(path, map_location="cpu"):
     if not os.path.isfile(path):
         raise ConfigError(f"checkpoint {path} not found")

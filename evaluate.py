@@ -21,7 +21,7 @@ import torch
 import speed
 import train
 from bpe import Tokenizer
-from checkpoint import file_sha256, load_checkpoint
+from checkpoint import checkpoint_path, file_sha256, load_checkpoint
 from dataset import ConfigError, read_titles, split_titles, stream_nats, text_chars, title_stream, titles_sha256
 from gpt import GPT, GPTConfig, sample_titles, visible
 
@@ -91,8 +91,7 @@ def held_out_titles(ckpt, path, data=None, test_titles=None):
 @torch.no_grad()
 def evaluate(path, data=None, device="cpu", batch_size=None, amp=False, test_titles=None, progress=False):
     """Score one checkpoint on its test titles: a dict of the table's columns."""
-    if os.path.isdir(path):  # a run folder: its checkpoint
-        path = os.path.join(path, "ckpt.pt")
+    path = checkpoint_path(path)  # a checkpoint, or a run folder
     model, tok, ckpt = load_model(path, device)
     titles, data = held_out_titles(ckpt, path, data, test_titles)
     block_size = model.config.block_size

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 import optim
 import speed
-from checkpoint import (atomic_torch_save, check_writable, file_sha256, load_checkpoint, log_event, new_run_dir,
-                        rng_state, set_rng_state, versions)
+from checkpoint import (atomic_torch_save, check_writable, checkpoint_path, file_sha256, load_checkpoint, log_event,
+                        new_run_dir, rng_state, set_rng_state, versions)
 from dataset import (ConfigError, epoch_order, get_batch, get_tokenizer, read_titles, split_titles, stream_nats,
                      text_chars, title_stream, titles_sha256)
 from gpt import GPT, GPTConfig, sample_titles, visible
@@ -289,8 +289,8 @@ def run(callback=None, **config):
     """Train one model; return its result. callback(step, val_loss) runs after every evaluation; when it
     returns True the run stops there with status "stopped" (tune.py's pruned trials)."""
     t_start = time.time()
-    if config.get("resume") and os.path.isdir(config["resume"]):  # a run folder: its checkpoint
-        config = dict(config, resume=os.path.join(config["resume"], "ckpt.pt"))
+    if config.get("resume"):  # a checkpoint, or a run folder
+        config = dict(config, resume=checkpoint_path(config["resume"]))
     resume = load_checkpoint(config["resume"]) if config.get("resume") else None
     cfg = resolve_config(config, resume["config"] if resume else None)
     device = pick_device(cfg["device"])
