@@ -29,6 +29,7 @@ def read_log(path):
 
     Returns {"name", "path", "config" (the config event), "train": [(epoch, loss in nats per token)],
     "train_per_char": [(epoch, loss in nats per character)] or None, "evals": [(epoch, val_loss)],
+    "eval_s": [seconds from the process's start to each evaluation, or None],
     "elapsed_s" (seconds from start to the last evaluation, or None), "end" (the end event or None)}.
     "train_per_char" is in the unit of the validation loss; logs written before train.py logged it
     have None there, and so does a log where only some train events carry it (a resumed old run).
@@ -67,7 +68,7 @@ def read_log(path):
     per_char = None if any(t[3] is None for t in train) else [(epoch, lpc) for _, epoch, _, lpc in train]
     return {"name": name, "path": path, "config": config,
             "train": [(epoch, loss) for _, epoch, loss, _ in train], "train_per_char": per_char,
-            "evals": [(epoch, loss) for _, epoch, loss, _ in evals],
+            "evals": [(epoch, loss) for _, epoch, loss, _ in evals], "eval_s": [e[3] for e in evals],
             "elapsed_s": evals[-1][3] if evals else None, "end": end}
 
 
@@ -84,6 +85,15 @@ def run_time(run):
     if run["end"] is not None and run["end"].get("time_s") is not None:
         return run["end"]["time_s"]
     return run["elapsed_s"]
+
+
+def time_to_loss(run, target):
+    """Seconds from the start of the run's process to its first evaluation at or below `target`, or None
+    (never reached, or a log from before evaluations were timed). A resumed run restarts this clock."""
+    for (_, loss), seconds in zip(run["evals"], run["eval_s"]):
+        if loss <= target:
+            return seconds
+    return None
 
 
 def smooth(values, beta=0.9):
@@ -155,10 +165,11 @@ def group_by_recipe(recipes):
     return groups
 
 
-def group_runs(runs):
-    """The runs (read_log dicts) as lists of seeds of one recipe, in the order the runs are given."""
-    recipes = [recipe(r["config"].get("config", {}), (r["config"].get("data") or {}).get("sha256"))
-               for r in runs]
+def group_runs(runs, defaults=None):
+    """The runs (read_log dicts) as lists of seeds of one recipe, in the order the runs are given. A setting
+    newer than a log takes its value from `defaults` (train.defaults()), which is what older versions did."""
+    recipes = [recipe({**(defaults or {}), **r["config"].get("config", {})},
+                      (r["config"].get("data") or {}).get("sha256")) for r in runs]
     return [[runs[i] for i in group] for group in group_by_recipe(recipes)]
 
 
@@ -460,29 +471,51 @@ def ladder_table(runs, presets):
     return "\n".join(lines)
 
 
-def ablation_table(groups, labels, shared):
+def ablation_table(groups, labels, shared, target=None):
     """Markdown table of an ablation: one row per recipe (a group of seeds), in the order given.
 
     `labels` name each group by what it changed and `shared` lists the flags all of them share
-    (recipe_labels). The val loss is the final one, as mean ± spread over the group's seeds.
+    (recipe_labels). The val loss is the final one, as mean ± spread over the group's seeds. With a
+    `target` loss, a last column gives the mean time to the first evaluation at or below it.
     """
     n_runs = sum(len(group) for group in groups)
     lines = [f"ablation: {len(groups)} recipe{'s' * (len(groups) > 1)}, {n_runs} run{'s' * (n_runs > 1)}"
              + (f"; every run also had {' '.join(shared)}" if shared else ""), "",
-             "| # | change | val loss | seeds | params | mean time |",
-             "|---|---|---|---|---|---|"]
+             "| # | change | val loss | seeds | params | mean time |" + (f" time to {target:g} |" if target else ""),
+             "|---|---|---|---|---|---|" + ("---|" if target else "")]
     vals = [group_val(group) for group in groups]
     for i, (group, label, val) in enumerate(zip(groups, labels, vals), start=1):
         times = [t for t in map(run_time, group) if t is not None]
         mean_time = _time(sum(times) / len(times)) if times else "-"
         lines.append(f"| {i} | {label} | {val} | {len(group)} | {_count(group[0]['config'].get('n_params'))} "
-                     f"| {mean_time} |")
+                     f"| {mean_time} |" + (f" {time_to_cell(group, target)} |" if target else ""))
     lines += ["", "val loss: final validation loss in nats per character, mean ± spread (max − min) over a "
                   "row's seeds (one seed: its value); a difference between rows smaller than twice the "
                   "spread is noise."]
     if any(val.endswith("*") for val in vals):
         lines.append("* a run of this row did not finish; its last evaluation is counted.")
+    if target:
+        lines.append(f"time to {target:g}: seconds from a run's start (tokenizer and compilation included) to "
+                     f"its first evaluation at or below {target:g}, mean over the seeds that reached it.")
     return "\n".join(lines)
+
+
+def time_to_cell(group, target):
+    """Mean time to `target` over a group's seeds, saying how many of them reached it when not all.
+
+    >>> run = lambda *pairs: {"evals": [(0, loss) for loss, _ in pairs], "eval_s": [s for _, s in pairs]}
+    >>> time_to_cell([run((1.5, 10), (1.3, 100)), run((1.3, 140))], 1.32)
+    '2.0 min'
+    >>> time_to_cell([run((1.5, 10), (1.3, 100)), run((1.4, 140))], 1.32), time_to_cell([run((1.4, 1))], 1.32)
+    ('100 s (1 of 2 seeds)', 'not reached')
+    """
+    if any(None in run["eval_s"] for run in group):
+        return "-"  # a log from before evaluations were timed
+    times = [t for t in (time_to_loss(run, target) for run in group) if t is not None]
+    if not times:
+        return "not reached"
+    cell = _time(sum(times) / len(times))
+    return cell if len(times) == len(group) else f"{cell} ({len(times)} of {len(group)} seeds)"
 
 
 # -----------------------------------------------------------------------------
@@ -497,6 +530,9 @@ def main(argv=None):
                       help="print the ladder as a Markdown table (runs made with --preset) instead of drawing")
     what.add_argument("--ablation", action="store_true",
                       help="print one Markdown row per recipe (its seeds: mean ± spread) instead of drawing")
+    parser.add_argument("--target", type=float, default=None,
+                        help="with --ablation, add the time to this val loss (default: the study's step-6 "
+                             "result, 1.3206; 0 leaves the column out)")
     args = parser.parse_args(argv)
 
     paths = sorted(glob.glob(args.runs))
@@ -510,8 +546,8 @@ def main(argv=None):
     # oldest first: colours and rows follow the order runs were made
     runs.sort(key=lambda r: r["config"].get("time", 0))
 
+    import train  # the study's presets (train.PRESETS) and the flags' defaults
     if args.table:
-        import train  # only the ladder needs the study's numbers (train.PRESETS)
         table = ladder_table(runs, train.PRESETS)
         if table is None:
             sys.exit(f"error: none of the {len(runs)} runs matching {args.runs!r} was made with --preset; "
@@ -524,14 +560,14 @@ def main(argv=None):
         print(f"skipping {len(empty)} run(s) with no evaluation yet: {', '.join(empty)}", file=sys.stderr)
     if not runs:
         sys.exit("error: no run has an evaluation to plot yet.")
-    groups = group_runs(runs)
+    groups = group_runs(runs, train.defaults())  # a setting newer than a log: its default
     labels = [group[0]["name"] for group in groups]  # a run alone keeps its own name
     if args.ablation or len(groups) < len(runs):
-        import train  # a recipe is named by its preset and what it changed: train.PRESETS and defaults
         names, shared = recipe_labels([g[0]["config"].get("config", {}) for g in groups], train.PRESETS,
                                       train.defaults())
         if args.ablation:
-            print(ablation_table(groups, names, shared))
+            target = train.PRESETS["step6"]["study_val_loss"] if args.target is None else args.target
+            print(ablation_table(groups, names, shared, target))
             return
         labels = [label if len(group) == 1 else f"{name} ({len(group)} seeds)"
                   for group, label, name in zip(groups, labels, names)]

@@ -1001,6 +1001,17 @@ def test_stream_nats_equals_a_plain_loop_with_a_real_model():
 # ----------------------------------------------------------------------------------------------
 # end to end
 
+def test_run_follows_the_schedule_it_is_given(tmp_path, titles_file):
+    # warm-up-stable-decay with half the run decaying: every update's lr is optim.lr_at's, decay_frac included
+    r = train.run(**tiny(titles_file, tmp_path, schedule="wsd", decay_frac=0.5, min_lr=1e-4, log_every=1))
+    lrs = {e["step"]: e["lr"] for e in read_log(r["run_dir"] + "/log.jsonl") if e["event"] == "train"}
+    total = r["steps"]  # a run that ran to its end
+    warmup = round(0.1 * total)
+    assert lrs == {s: optim.lr_at(s - 1, total, 3e-3, "wsd", warmup, 1e-4, decay_frac=0.5)
+                   for s in range(1, total + 1)}
+    assert lrs[total // 2] == 3e-3 and lrs[total] < 3e-3 / 2  # stable through half the run, then decayed
+
+
 def test_run_writes_log_and_checkpoint_and_loss_falls(titles_file, tmp_path):
     seen = []
     out = train.run(callback=lambda step, val: seen.append((step, val)), **tiny(titles_file, tmp_path))
@@ -1195,6 +1206,7 @@ def cli(*args, cwd):
     ("ok", dict(device="tpu"), "unknown --device"),
     ("ok", dict(dropout=1.5), "--dropout"),
     ("ok", dict(min_lr=1.0, lr=0.1), "--min_lr"),
+    ("ok", dict(schedule="wsd", decay_frac=0.0), "--decay_frac must be in"),
     ("ok", dict(batch_size=1000, block_size=512), "fewer than one batch"),
     ("ok", dict(nonsense=3), "unknown setting"),
     ("ok", dict(vocab_size=5000), "--vocab_size 5000 cannot be trained on 540 training titles"),
@@ -1267,7 +1279,8 @@ def test_preset_flags_and_overrides():
         c = train.resolve_config({"preset": name})
         n = GPT(GPTConfig(vocab_size=c["vocab_size"], block_size=c["block_size"], n_layer=c["n_layer"],
                           n_head=c["n_head"], d_model=c["d_model"], rope=c["rope"])).num_params()
-        assert n == {"step5": 12_208_128, "step6": 2_560_128, "nanorun": 2_547_840}.get(name, 27_172_864)  # rotary: no table
+        assert n == {"step5": 12_208_128, "step6": 2_560_128, "nanorun": 2_547_840,  # rotary: no position table
+                     "nanorun12m": 12_183_552}.get(name, 27_172_864)
 
 
 # ==================================================================================================
@@ -1471,21 +1484,25 @@ def test_ablation_table_one_row_per_recipe_mean_and_spread(tmp_path, capsys):
     for name, final, t0, time_s, flags in logs:
         status = "interrupted" if name == "lr-1" else "done"
         fake_log(str(tmp_path / name / "log.jsonl"), name, final, preset="step6", t0=t0, time_s=time_s,
-                 status=status, **flags)
-    plot_logs.main(["--ablation", "--runs", str(tmp_path / "*" / "log.jsonl")])
+                 status=status, per_char=True, **flags)  # evaluations at 0, 15 and 30 s
+    plot_logs.main(["--ablation", "--target", "1.41", "--runs", str(tmp_path / "*" / "log.jsonl")])
     assert capsys.readouterr().out.splitlines() == [
         "ablation: 3 recipes, 6 runs; every run also had --epochs 1",
         "",
-        "| # | change | val loss | seeds | params | mean time |",
-        "|---|---|---|---|---|---|",
-        "| 1 | step6 | 1.4100 ± 0.0200 | 3 | 2.56M | 70 s |",
-        "| 2 | step6 + --opt adamw --rho 0.5 | 1.3200 ± 0.0400 | 2 | 2.56M | 2.0 min |",
-        "| 3 | step6 + --lr 0.001 | 1.5000 * | 1 | 2.56M | 3.3 min |",
+        "| # | change | val loss | seeds | params | mean time | time to 1.41 |",
+        "|---|---|---|---|---|---|---|",
+        "| 1 | step6 | 1.4100 ± 0.0200 | 3 | 2.56M | 70 s | 30 s (2 of 3 seeds) |",
+        "| 2 | step6 + --opt adamw --rho 0.5 | 1.3200 ± 0.0400 | 2 | 2.56M | 2.0 min | 30 s |",
+        "| 3 | step6 + --lr 0.001 | 1.5000 * | 1 | 2.56M | 3.3 min | not reached |",
         "",
         "val loss: final validation loss in nats per character, mean ± spread (max − min) over a row's seeds "
         "(one seed: its value); "
         "a difference between rows smaller than twice the spread is noise.",
-        "* a run of this row did not finish; its last evaluation is counted."]
+        "* a run of this row did not finish; its last evaluation is counted.",
+        "time to 1.41: seconds from a run's start (tokenizer and compilation included) to its first evaluation "
+        "at or below 1.41, mean over the seeds that reached it."]
+    plot_logs.main(["--ablation", "--target", "0", "--runs", str(tmp_path / "*" / "log.jsonl")])
+    assert "| # | change | val loss | seeds | params | mean time |" in capsys.readouterr().out.splitlines()
 
 
 def test_figure_names_a_group_by_its_recipe(tmp_path, capsys):

@@ -66,10 +66,15 @@ PRESETS = {
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
     # Beyond the study (NOTES.md): step 6's model with AdamW instead of ASAM, no dropout, attention within a
-    # title and rotary positions. So far one seed at full scale; lr, shape and vocabulary not yet tuned.
+    # title and rotary positions. Measured at full scale with seeds; lr, shape and vocabulary not yet tuned.
     "nanorun": dict(change="AdamW, no dropout, within-title attention, rotary positions", study_val_loss=None,
                     flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, opt="adamw", dropout=0.0, lr=2.1e-3,
                                within_title=True, rope=True)),
+    # The same changes at step 5's 12.2M shape. Not yet measured at full scale: it keeps step 5's lr and
+    # dropout, since dropout 0 was only found better for the capacity-limited 2.56M model.
+    "nanorun12m": dict(change="step 5's shape with nanorun's AdamW, within-title attention, rotary positions",
+                       study_val_loss=None, flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, opt="adamw",
+                                                       dropout=0.051, lr=1.1e-3, within_title=True, rope=True)),
 }
 
 # On --resume these may differ from the checkpoint's config; everything else must match.
@@ -127,6 +132,8 @@ def build_parser():
     g.add_argument("--grad_clip", type=float, default=1.0, help="clip the gradient norm; 0 turns it off")
     g.add_argument("--schedule", default="cosine", choices=optim.SCHEDULES,
                    help="learning-rate schedule after warm-up")
+    g.add_argument("--decay_frac", type=float, default=0.2, help="with --schedule wsd: the last fraction of "
+                   "the steps, over which the lr falls to --min_lr (Hagele et al. 2024: ~0.2 matches cosine)")
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
     g.add_argument("--min_lr", type=float, default=1e-5, help="floor the schedule decays to")
     g.add_argument("--batch_size", type=int, default=64, help="sequences per step")
@@ -202,6 +209,7 @@ def check_config(c):
     need(0 <= c["min_lr"] <= c["lr"], f"--min_lr {c['min_lr']} must be between 0 and --lr {c['lr']}")
     need(c["weight_decay"] >= 0, f"--weight_decay must be >= 0, got {c['weight_decay']}")
     need(0 <= c["warmup_ratio"] < 1, f"--warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
+    need(0 < c["decay_frac"] <= 1, f"--decay_frac must be in (0, 1], got {c['decay_frac']}")
     need(c["rho"] is None or c["rho"] > 0, f"--rho must be positive, got {c['rho']}")
     need(c["test_titles"] >= 0 and c["max_steps"] >= 0 and c["grad_clip"] >= 0,
          "--test_titles, --max_steps and --grad_clip must not be negative")
@@ -454,7 +462,7 @@ def run(callback=None, **config):
             rows = slice(rank * B // world, (rank + 1) * B // world)    # this process's share of it
             x, y = x[rows].to(device, non_blocking=True), y[rows].to(device, non_blocking=True)
             lr = optim.lr_at(step, total_steps, cfg["lr"], cfg["schedule"],
-                             round(cfg["warmup_ratio"] * total_steps), cfg["min_lr"])
+                             round(cfg["warmup_ratio"] * total_steps), cfg["min_lr"], cfg["decay_frac"])
             for group in opt.param_groups:
                 group["lr"] = lr
             t0 = time.time()
@@ -512,8 +520,8 @@ def run(callback=None, **config):
             say("  " + visible(title))
     return {"status": status, "final_val_loss": val if status == "done" else None, "last_val_loss": val,
             "last_eval_step": val_step, "best_val_loss": best, "steps": step, "tokens_per_s": tokens_per_s,
-            "gflop_per_s": tokens_per_s * flops_per_token / 1e9, "time_s": time.time() - t_start, "n_params": raw_model.num_params(), "run_dir": run_dir,
-            "log": log_path, "ckpt": ckpt_path}
+            "gflop_per_s": tokens_per_s * flops_per_token / 1e9, "time_s": time.time() - t_start,
+            "n_params": raw_model.num_params(), "run_dir": run_dir, "log": log_path, "ckpt": ckpt_path}
 
 
 # ----------------------------------------------------------------------------------------------
