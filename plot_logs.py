@@ -216,8 +216,21 @@ def flags(config, base):
     return out
 
 
+def preset_of(config, presets, defaults):
+    """The preset whose recipe `config` is (whatever data it read), else the preset it was started from.
+
+    >>> presets = {"step6": {"flags": {"opt": "asam"}}, "nanorun": {"flags": {"opt": "adamw"}}}
+    >>> preset_of({"preset": "step6", "opt": "adamw", "data": "t.txt"}, presets, {"data": "d.txt"})
+    'nanorun'
+    """
+    for name, p in presets.items():
+        if not [f for f in flags(config, dict(defaults, **p["flags"])) if not f.startswith("--data ")]:
+            return name
+    return config.get("preset")
+
+
 def recipe_labels(configs, presets, defaults):
-    """Name each recipe by its preset ("defaults" without one) and the flags that differ from it.
+    """Name each recipe by its preset (preset_of; "defaults" without one) and the flags that differ from it.
 
     Flags that every recipe has (the scale the runs were trained at, say) would repeat on every
     label: they are left out of the labels and returned once. `presets` is train.PRESETS and
@@ -229,15 +242,14 @@ def recipe_labels(configs, presets, defaults):
     ...               {"step6": {"flags": base}}, {})
     (['step6', 'step6 + --opt adamw --rho 0.5'], ['--epochs 1'])
     """
-    changed = []
-    for c in configs:
-        preset = c.get("preset")
-        changed.append(flags(c, dict(defaults, **presets[preset]["flags"]) if preset in presets else defaults))
+    names = [preset_of(c, presets, defaults) for c in configs]
+    changed = [flags(c, dict(defaults, **presets[name]["flags"]) if name in presets else defaults)
+               for c, name in zip(configs, names)]
     shared = [f for f in changed[0] if all(f in ch for ch in changed)] if changed else []
     labels = []
-    for c, ch in zip(configs, changed):
+    for name, ch in zip(names, changed):
         own = " ".join(f for f in ch if f not in shared)
-        name = c.get("preset") or "defaults"
+        name = name or "defaults"
         labels.append(f"{name} + {own}" if own else name)
     return labels, shared
 
