@@ -87,13 +87,15 @@ def run_time(run):
     return run["elapsed_s"]
 
 
+def finished(run):
+    """Whether the run ended by reaching its last step (not interrupted, stopped or diverged)."""
+    return (run["end"] or {}).get("status") == "done"
+
+
 def time_to_loss(run, target):
-    """Seconds from the start of the run's process to its first evaluation at or below `target`, or None
-    (never reached, or a log from before evaluations were timed). A resumed run restarts this clock."""
-    for (_, loss), seconds in zip(run["evals"], run["eval_s"]):
-        if loss <= target:
-            return seconds
-    return None
+    """Seconds from the start of the run's process to its first evaluation at or below `target`, or None.
+    A resumed run restarts this clock."""
+    return next((s for (_, loss), s in zip(run["evals"], run["eval_s"]) if loss <= target), None)
 
 
 def smooth(values, beta=0.9):
@@ -256,7 +258,7 @@ def recipe_labels(configs, presets, defaults):
 
 def group_val(group):
     """A group's final val loss as mean ± spread, marked * when one of its runs is unfinished."""
-    done = all(r["end"] is not None and r["end"].get("status") == "done" for r in group)
+    done = all(map(finished, group))
     return mean_spread([final_val_loss(r) for r in group]) + ("" if done else " *")
 
 
@@ -305,11 +307,10 @@ def meta_row(run):
     shape = f"{c.get('n_layer')}L {c.get('n_head')}H {c.get('d_model')}d b{c.get('block_size')}"
     n_params = ev.get("n_params")
     final = final_val_loss(run)
-    done = run["end"] is not None and run["end"].get("status") == "done"
     return [run["name"], c.get("opt", "-"), shape, _g(c.get("vocab_size")), _g(c.get("dropout")),
             _g(c.get("lr")), _g(c.get("weight_decay")), _g(c.get("min_lr")), _g(c.get("warmup_ratio")),
             _g(c.get("epochs")), _count(n_params), str(ev.get("device", "-")) + (" bf16" if ev.get("amp") else ""),
-            "-" if final is None else f"{final:.4f}" + ("" if done else " *")]
+            "-" if final is None else f"{final:.4f}" + ("" if finished(run) else " *")]
 
 
 META_COLUMNS = ["run", "opt", "shape", "vocab", "dropout", "lr", "wd", "min_lr", "warm-up", "epochs",
@@ -475,8 +476,7 @@ def ladder_table(runs, presets):
     for run in steps:
         preset = run["config"]["config"]["preset"]
         final = final_val_loss(run)
-        done = run["end"] is not None and run["end"].get("status") == "done"
-        loss = "-" if final is None else f"{final:.4f}" + ("" if done else " (unfinished)")
+        loss = "-" if final is None else f"{final:.4f}" + ("" if finished(run) else " (unfinished)")
         study = presets[preset].get("study_val_loss")
         lines.append(f"| {preset} | {run['name']} | {presets[preset]['change']} | {loss} | {_g(study)} "
                      f"| {_time(run_time(run))} |")

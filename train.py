@@ -45,6 +45,7 @@ from gpt import GPT, GPTConfig, sample_titles, visible
 _BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000)
 _SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, min_lr=1e-5,
               warmup_ratio=0.1, schedule="cosine", opt="asam", wd_all=False, rho=0.05)
+_NANORUN = dict(opt="adamw", within_title=True, rope=True)  # the changes of the last two presets
 PRESETS = {
     "step0": dict(change="baseline: SGD, constant lr", study_val_loss=1.7533, flags=dict(
         _BIG, opt="sgd", dropout=0.1, lr=6e-3, weight_decay=0.0, schedule="constant",
@@ -65,16 +66,11 @@ PRESETS = {
                   flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
-    # Beyond the study (NOTES.md): step 6's model with AdamW instead of ASAM, no dropout, attention within a
-    # title and rotary positions. Measured at full scale with seeds; lr, shape and vocabulary not yet tuned.
+    # Beyond the study (NOTES.md). nanorun12m keeps step 5's lr and dropout; not yet measured at full scale.
     "nanorun": dict(change="AdamW, no dropout, within-title attention, rotary positions", study_val_loss=None,
-                    flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, opt="adamw", dropout=0.0, lr=2.1e-3,
-                               within_title=True, rope=True)),
-    # The same changes at step 5's 12.2M shape. Not yet measured at full scale: it keeps step 5's lr and
-    # dropout, since dropout 0 was only found better for the capacity-limited 2.56M model.
-    "nanorun12m": dict(change="step 5's shape with nanorun's AdamW, within-title attention, rotary positions",
-                       study_val_loss=None, flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, opt="adamw",
-                                                       dropout=0.051, lr=1.1e-3, within_title=True, rope=True)),
+                    flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, lr=2.1e-3)),
+    "nanorun12m": dict(change="step 5's shape, nanorun's changes but dropout", study_val_loss=None,
+                       flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
 }
 
 # On --resume these may differ from the checkpoint's config; everything else must match.
@@ -102,8 +98,8 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter,
                                 epilog="The defaults are the study's step-6 recipe (`--preset step6`): 4 layers, "
                                        "3 heads, width 192, ASAM with rho 0.05, 7 epochs of 90,000 titles.")
-    a = p.add_argument
-    a("--preset", default=None, choices=sorted(PRESETS), help="a step of the study; flags typed after it override it (default: none)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="a step of the study, or nanorun's recipe; flags typed after it override it (default: none)")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="data/hn_titles.txt", help="text file, one title per line (UTF-8)")
     g.add_argument("--num_titles", type=int, default=100_000, help="first N titles: train + validation")
@@ -144,8 +140,7 @@ def build_parser():
     g.add_argument("--evals_per_epoch", type=int, default=3, help="validations per epoch (plus step 0)")
     g.add_argument("--log_every", type=int, default=20, help="log the training loss every N steps")
     g.add_argument("--seed", type=int, default=1337, help="seed for init, data order and dropout")
-    g.add_argument("--device", default="auto", choices=DEVICES,
-                   help="auto: CUDA, then MPS, then CPU")
+    g.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA, then MPS, then CPU")
     g.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
                    help="torch.compile the model (default: on CUDA, and on CPU with a C++ compiler)")
     g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
