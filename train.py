@@ -70,7 +70,8 @@ PRESETS = {
     "nanorun": dict(change="AdamW, no dropout, within-title attention, rotary positions", study_val_loss=None,
                     flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, lr=2.1e-3)),
     "nanorun12m": dict(change="step 5's shape, AdamW, within-title attention, rotary positions",
-                       study_val_loss=None, flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
+                       study_val_loss=None,
+                       flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
 }
 
 # On --resume these may differ from the checkpoint's config; everything else must match.
