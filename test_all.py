@@ -1083,7 +1083,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(titles_file, tmp_path)
     assert read_log(tmp_path / "runs" / "killed" / "log.jsonl")[-1]["status"] == "done"
 
 
-def test_ctrl_c_saves_and_exits_cleanly(titles_file, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill, timeout, a job scheduler
+def test_ctrl_c_or_sigterm_saves_and_exits_cleanly(titles_file, tmp_path, sig):
     cfg = tiny(titles_file, tmp_path, epochs=6)
     flags = [f"--{k}={v}" for k, v in cfg.items() if not isinstance(v, bool)]
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), *flags, "--no-compile", "--no-amp",
@@ -1093,9 +1094,9 @@ def test_ctrl_c_saves_and_exits_cleanly(titles_file, tmp_path):
     deadline = time.time() + 120
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in err and "continue with --resume" in out  # 128 + SIGINT
+    assert proc.returncode == 128 + sig and "Traceback" not in err and "continue with --resume" in out
     log = read_log(tmp_path / "runs" / "ctrlc" / "log.jsonl")
     end, evals = log[-1], [e for e in log if e["event"] == "eval"]
     assert end["status"] == "interrupted" and end["steps"] < log[0]["total_steps"]

@@ -426,16 +426,18 @@ def run(callback=None, **config):
                                "tokenizer": "tokenizer.json", "tokenizer_sha256": tok_sha, "data_sha256": data_sha,
                                "best_val_loss": best, "val_loss": val, "val_step": val_step}, ckpt_path)
 
-    # Ctrl-C sets a flag; at the next step boundary (never mid SAM step) every process stops, and the run is saved.
-    sigint = threading.Event()
-    old_handler = None
+    # Ctrl-C (SIGINT) or a polite kill (SIGTERM: `kill`, `timeout`, job schedulers) sets a flag; at the next
+    # step boundary (never mid SAM step) every process stops, and the run is saved.
+    stop_signal = []
+    old_handlers = {}
     if threading.current_thread() is threading.main_thread():
-        old_handler = signal.signal(signal.SIGINT, lambda *_: sigint.set())
+        old_handlers = {s: signal.signal(s, lambda signum, _: stop_signal.append(signum))
+                        for s in (signal.SIGINT, signal.SIGTERM)}
 
     def stop_requested():
         if world == 1:
-            return sigint.is_set()
-        flag = torch.tensor([float(sigint.is_set())], device=device)
+            return bool(stop_signal)
+        flag = torch.tensor([float(bool(stop_signal))], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # one Ctrl-C stops every process at the same step
         return flag.item() > 0
 
@@ -501,8 +503,8 @@ def run(callback=None, **config):
     finally:
         if bar is not None:
             bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+        for s, handler in old_handlers.items():
+            signal.signal(s, handler)
         # final_val_loss is the last step's; a run that stopped early has only its last evaluation
         log("end", status=status, final_val_loss=val if status == "done" else None, last_val_loss=val,
             last_eval_step=val_step, best_val_loss=best, steps=step, tokens_per_s=tokens_per_s,
@@ -517,7 +519,8 @@ def run(callback=None, **config):
     return {"status": status, "final_val_loss": val if status == "done" else None, "last_val_loss": val,
             "last_eval_step": val_step, "best_val_loss": best, "steps": step, "tokens_per_s": tokens_per_s,
             "gflop_per_s": tokens_per_s * flops_per_token / 1e9, "time_s": time.time() - t_start,
-            "n_params": raw_model.num_params(), "run_dir": run_dir, "log": log_path, "ckpt": ckpt_path}
+            "n_params": raw_model.num_params(), "run_dir": run_dir, "log": log_path, "ckpt": ckpt_path,
+            "signal": stop_signal[0] if stop_signal else None}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,8 +543,8 @@ def main(argv=None):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if result["status"] == "interrupted":
-        sys.exit(128 + signal.SIGINT)  # 130: the shell's code for a program stopped by Ctrl-C
+    if result["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
+        sys.exit(128 + (result["signal"] or signal.SIGINT))
     if result["run_dir"]:  # the main process
         print(f"final val loss {result['final_val_loss']:.4f} nats/char (best {result['best_val_loss']:.4f}), "
               f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s), "
