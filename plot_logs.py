@@ -572,11 +572,11 @@ def main(argv=None):
         print(f"skipping {len(empty)} run(s) with no evaluation yet: {', '.join(empty)}", file=sys.stderr)
     if not runs:
         sys.exit("error: no run has an evaluation to plot yet.")
-    groups = group_runs(runs, train.defaults())  # a setting newer than a log: its default
+    defaults = train.defaults()
+    groups = group_runs(runs, defaults)  # a setting newer than a log: its default
     labels = [group[0]["name"] for group in groups]  # a run alone keeps its own name
     if args.ablation or len(groups) < len(runs):
-        names, shared = recipe_labels([g[0]["config"].get("config", {}) for g in groups], train.PRESETS,
-                                      train.defaults())
+        names, shared = recipe_labels([g[0]["config"].get("config", {}) for g in groups], train.PRESETS, defaults)
         if args.ablation:
             target = train.PRESETS["step6"]["study_val_loss"] if args.target is None else args.target
             print(ablation_table(groups, names, shared, target))
