@@ -81,7 +81,7 @@ def final_val_loss(run):
 
 def run_time(run):
     """Seconds the run took: from its end event, else up to its last evaluation, else None.
-    A resumed run counts only its last process: each process times itself from its own start."""
+    A resumed run's clock goes on from its checkpoint (in logs older than that: its last process only)."""
     if run["end"] is not None and run["end"].get("time_s") is not None:
         return run["end"]["time_s"]
     return run["elapsed_s"]
@@ -93,8 +93,7 @@ def finished(run):
 
 
 def time_to_loss(run, target):
-    """Seconds from the start of the run's process to its first evaluation at or below `target`, or None.
-    A resumed run restarts this clock."""
+    """Seconds from the start of the run to its first evaluation at or below `target`, or None."""
     return next((s for (_, loss), s in zip(run["evals"], run["eval_s"]) if loss <= target), None)
 
 

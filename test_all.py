@@ -1109,8 +1109,13 @@ def test_resume_after_a_cut_run_equals_uninterrupted(titles_file, tmp_path):
     whole = train.run(name="whole", **tiny(titles_file, tmp_path, opt="sgd", momentum=0.9, lr=0.05))
     cut = train.run(name="cut", **tiny(titles_file, tmp_path, opt="sgd", momentum=0.9, lr=0.05, max_steps=7))
     assert cut["steps"] == 7
+    cut_s = train.load_checkpoint(cut["ckpt"])["elapsed_s"]
+    t0 = time.time()
     resumed = train.run(resume=cut["run_dir"])  # a run folder works too; without --max_steps: to the end
+    wall = time.time() - t0
     assert resumed["steps"] == whole["steps"]
+    # the clock goes on from the checkpoint: the run's time counts both processes
+    assert 0.05 < cut_s <= cut["time_s"] and resumed["time_s"] == pytest.approx(cut_s + wall, abs=0.05)
     assert resumed["final_val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-6)
     # resuming a finished run says so and changes nothing
     before = {f: open(os.path.join(cut["run_dir"], f), "rb").read() for f in os.listdir(cut["run_dir"])}

@@ -296,6 +296,8 @@ def run(callback=None, **config):
     if config.get("resume"):  # a checkpoint, or a run folder
         config = dict(config, resume=checkpoint_path(config["resume"]))
     resume = load_checkpoint(config["resume"]) if config.get("resume") else None
+    if resume:  # the clock goes on from the checkpoint: times are the whole run's, each process's start-up included
+        t_start -= resume.get("elapsed_s", 0.0)
     cfg = resolve_config(config, resume["config"] if resume else None)
     device = pick_device(cfg["device"])
     rank, world = start_processes(device)
@@ -424,7 +426,8 @@ def run(callback=None, **config):
             atomic_torch_save({"version": 1, "model": raw_model.state_dict(), "model_config": asdict(mconf),
                                "config": cfg, "optimizer": opt.state_dict(), "step": step, "rng": rngs,
                                "tokenizer": "tokenizer.json", "tokenizer_sha256": tok_sha, "data_sha256": data_sha,
-                               "best_val_loss": best, "val_loss": val, "val_step": val_step}, ckpt_path)
+                               "best_val_loss": best, "val_loss": val, "val_step": val_step,
+                               "elapsed_s": time.time() - t_start}, ckpt_path)
 
     # Ctrl-C (SIGINT) or a polite kill (SIGTERM: `kill`, `timeout`, job schedulers) sets a flag; at the next
     # step boundary (never mid SAM step) every process stops, and the run is saved.
