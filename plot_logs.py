@@ -16,85 +16,13 @@ min-max band, and the ablation table gives them one row, mean ± spread.
 
 import argparse
 import glob
-import json
 import os
 import sys
 
+from checkpoint import final_val_loss, finished, read_log, run_time, time_to_loss
+
 # -----------------------------------------------------------------------------
-# reading logs
-
-
-def read_log(path):
-    """Read one run's log.jsonl into a dict of plain lists.
-
-    Returns {"name", "path", "config" (the config event), "train": [(epoch, loss in nats per token)],
-    "train_per_char": [(epoch, loss in nats per character)] or None, "evals": [(epoch, val_loss)],
-    "eval_s": [seconds from the process's start to each evaluation, or None],
-    "elapsed_s" (seconds from start to the last evaluation, or None), "end" (the end event or None)}.
-    "train_per_char" is in the unit of the validation loss; logs written before train.py logged it
-    have None there, and so does a log where only some train events carry it (a resumed old run).
-    A resumed run logs again the steps between its last checkpoint and the moment it was killed;
-    a "resume" event at step s therefore drops what was logged before it for steps after s, so
-    every step appears once. A half-written last line (a run killed mid-write) is skipped.
-    """
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    config, end, train, evals = None, None, [], []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                continue  # the run was killed while writing this line
-            raise ValueError(f"{path} line {i + 1} is not JSON; is this a nanorun log.jsonl?")
-        kind = event.get("event")
-        if kind == "config":
-            config = event
-        elif kind == "train":
-            train.append((event["step"], event["epoch"], event["loss"], event.get("loss_per_char")))
-        elif kind == "eval":
-            evals.append((event["step"], event["epoch"], event["val_loss"], event.get("elapsed_s")))
-        elif kind == "resume":
-            train = [t for t in train if t[0] <= event["step"]]
-            evals = [e for e in evals if e[0] <= event["step"]]
-            end = None
-        elif kind == "end":
-            end = event
-    if config is None:
-        raise ValueError(f"{path} has no config event; is this a nanorun log.jsonl?")
-    name = config.get("name") or os.path.basename(os.path.dirname(path))
-    per_char = None if any(t[3] is None for t in train) else [(epoch, lpc) for _, epoch, _, lpc in train]
-    return {"name": name, "path": path, "config": config,
-            "train": [(epoch, loss) for _, epoch, loss, _ in train], "train_per_char": per_char,
-            "evals": [(epoch, loss) for _, epoch, loss, _ in evals], "eval_s": [e[3] for e in evals],
-            "elapsed_s": evals[-1][3] if evals else None, "end": end}
-
-
-def final_val_loss(run):
-    """The run's final val loss: from its end event, else its last evaluation, else None."""
-    if run["end"] is not None and run["end"].get("final_val_loss") is not None:
-        return run["end"]["final_val_loss"]
-    return run["evals"][-1][1] if run["evals"] else None
-
-
-def run_time(run):
-    """Seconds the run took: from its end event, else up to its last evaluation, else None.
-    A resumed run's clock goes on from its checkpoint (in logs older than that: its last process only)."""
-    if run["end"] is not None and run["end"].get("time_s") is not None:
-        return run["end"]["time_s"]
-    return run["elapsed_s"]
-
-
-def finished(run):
-    """Whether the run ended by reaching its last step (not interrupted, stopped or diverged)."""
-    return (run["end"] or {}).get("status") == "done"
-
-
-def time_to_loss(run, target):
-    """Seconds from the start of the run to its first evaluation at or below `target`, or None."""
-    return next((s for (_, loss), s in zip(run["evals"], run["eval_s"]) if loss <= target), None)
+# helpers for the figure (reading a log is checkpoint.read_log, beside the code that writes it)
 
 
 def smooth(values, beta=0.9):
@@ -498,6 +426,8 @@ def ablation_table(groups, labels, shared, target=None):
     for i, (group, label, val) in enumerate(zip(groups, labels, vals), start=1):
         times = [t for t in map(run_time, group) if t is not None]
         mean_time = _time(sum(times) / len(times)) if times else "-"
+        if 0 < len(times) < len(group):
+            mean_time += f" ({len(times)} of {len(group)} seeds)"  # the others' clocks are not known
         lines.append(f"| {i} | {label} | {val} | {len(group)} | {_count(group[0]['config'].get('n_params'))} "
                      f"| {mean_time} |" + (f" {time_to_cell(group, target)} |" if target else ""))
     lines += ["", "val loss: final validation loss in nats per character, mean ± spread (max − min) over a "
@@ -520,9 +450,10 @@ def time_to_cell(group, target):
     >>> time_to_cell([run((1.5, 10), (1.3, 100)), run((1.4, 140))], 1.32), time_to_cell([run((1.4, 1))], 1.32)
     ('100 s (1 of 2 seeds)', 'not reached')
     """
-    if any(None in run["eval_s"] for run in group):
-        return "-"  # a log from before evaluations were timed
-    times = [t for t in (time_to_loss(run, target) for run in group) if t is not None]
+    reached = [run for run in group if any(loss <= target for _, loss in run["evals"])]
+    times = [time_to_loss(run, target) for run in reached]
+    if None in times:
+        return "-"  # reached at an evaluation whose time is not known (an older log)
     if not times:
         return "not reached"
     cell = _time(sum(times) / len(times))

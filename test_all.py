@@ -1386,6 +1386,23 @@ def test_read_log_reads_loss_per_char_and_elapsed_time(tmp_path):
     assert run["elapsed_s"] == 12.0
 
 
+@pytest.mark.parametrize("kept_clock", [True, False])
+def test_read_log_times_a_resumed_run_only_when_its_clock_went_on(tmp_path, kept_clock):
+    # a checkpoint keeps the run's clock, and its resume event says so; an older one's did not (None)
+    path = str(tmp_path / "r" / "log.jsonl")
+    events = [{"event": "config", "time": 0, "name": "r", "config": {}},
+              {"event": "eval", "step": 2, "epoch": 0.5, "val_loss": 2.0, "elapsed_s": 30.0},
+              {"event": "resume", "step": 2, "elapsed_s": 31.0 if kept_clock else None},
+              {"event": "eval", "step": 4, "epoch": 1.0, "val_loss": 1.8, "elapsed_s": 50.0 if kept_clock else 9.0},
+              {"event": "end", "status": "done", "final_val_loss": 1.8, "time_s": 52.0 if kept_clock else 11.0}]
+    write_log(path, "r", events)
+    run = plot_logs.read_log(path)
+    assert run["eval_s"] == ([30.0, 50.0] if kept_clock else [30.0, None])
+    assert plot_logs.run_time(run) == (52.0 if kept_clock else None)
+    assert plot_logs.time_to_cell([run], 2.0) == "30 s"                  # reached before the resume: known
+    assert plot_logs.time_to_cell([run], 1.9) == ("50 s" if kept_clock else "-")
+
+
 def runs_in(tmp_path):
     runs = sorted((plot_logs.read_log(p) for p in glob.glob(str(tmp_path / "*" / "log.jsonl"))),
                   key=lambda r: r["config"]["time"])

@@ -394,7 +394,8 @@ def run(callback=None, **config):
     choices = dict(device=device, amp=amp, compiled=compiled, fast_modules=fast_modules,
                    freed_memory_kept=memory_kept, processes=world, versions=versions())
     if resume:  # the settings a resumed run may change, and the choices made for this process
-        log("resume", step=step, config={k: cfg[k] for k in sorted(RESUME_MAY_CHANGE)}, **choices)
+        log("resume", step=step, config={k: cfg[k] for k in sorted(RESUME_MAY_CHANGE)}, **choices,
+            elapsed_s=resume.get("elapsed_s"))  # None: an older checkpoint, whose clock this process restarts
         say(f"resuming {run_dir} at step {step} of {total_steps}")
     else:
         log("config", name=os.path.basename(run_dir), config=cfg, **choices, n_params=raw_model.num_params(),
