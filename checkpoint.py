@@ -15,7 +15,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import signal
 import tempfile
+import threading
 import time
 
 import torch
@@ -75,6 +77,16 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def catch_stop_signals():
+    """Ctrl-C (SIGINT) and a polite kill (SIGTERM) no longer end the process: each appends its number to the
+    list returned, so the run can save at its next step and then stop. Returns (that list, a function that
+    puts the old handlers back). Only the main thread may set handlers: elsewhere nothing is caught."""
+    caught, old = [], {}
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    return caught, lambda: [signal.signal(s, handler) for s, handler in old.items()]
 
 
 def new_run_dir(cfg):

@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import asdict
 
@@ -33,8 +32,8 @@ from tqdm import tqdm
 
 import optim
 import speed
-from checkpoint import (atomic_torch_save, check_writable, checkpoint_path, file_sha256, load_checkpoint, log_event,
-                        new_run_dir, rng_state, set_rng_state, versions)
+from checkpoint import (atomic_torch_save, catch_stop_signals, check_writable, checkpoint_path, file_sha256,
+                        load_checkpoint, log_event, new_run_dir, rng_state, set_rng_state, versions)
 from dataset import (ConfigError, epoch_order, get_batch, get_tokenizer, read_titles, split_titles, stream_nats,
                      text_chars, title_stream, titles_sha256)
 from gpt import GPT, GPTConfig, sample_titles, visible
@@ -292,12 +291,11 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip):
 def run(callback=None, **config):
     """Train one model; return its result. callback(step, val_loss) runs after every evaluation; when it
     returns True the run stops there with status "stopped" (tune.py's pruned trials)."""
-    t_start = time.time()
+    t_start, resume = time.time(), None
     if config.get("resume"):  # a checkpoint, or a run folder
         config = dict(config, resume=checkpoint_path(config["resume"]))
-    resume = load_checkpoint(config["resume"]) if config.get("resume") else None
-    if resume:  # the clock goes on from the checkpoint: times are the whole run's, each process's start-up included
-        t_start -= resume.get("elapsed_s", 0.0)
+        resume = load_checkpoint(config["resume"])
+        t_start -= resume.get("elapsed_s", 0.0)  # the clock goes on: times are the whole run's, all processes'
     cfg = resolve_config(config, resume["config"] if resume else None)
     device = pick_device(cfg["device"])
     rank, world = start_processes(device)
@@ -350,8 +348,7 @@ def run(callback=None, **config):
 
     # ---- run folder, tokenizer copy (the main process alone writes files)
     run_dir = os.path.dirname(os.path.abspath(cfg["resume"])) if resume else new_run_dir(cfg) if main_process else ""
-    ckpt_path, log_path = os.path.join(run_dir, "ckpt.pt"), os.path.join(run_dir, "log.jsonl")
-    run_tok = os.path.join(run_dir, "tokenizer.json")
+    ckpt_path, log_path, run_tok = (os.path.join(run_dir, f) for f in ("ckpt.pt", "log.jsonl", "tokenizer.json"))
     if main_process and not resume:
         shutil.copyfile(tok_path, run_tok)
     tok_sha = file_sha256(run_tok) if main_process or resume else None
@@ -430,13 +427,9 @@ def run(callback=None, **config):
                                "best_val_loss": best, "val_loss": val, "val_step": val_step,
                                "elapsed_s": time.time() - t_start}, ckpt_path)
 
-    # Ctrl-C (SIGINT) or a polite kill (SIGTERM: `kill`, `timeout`, job schedulers) sets a flag; at the next
-    # step boundary (never mid SAM step) every process stops, and the run is saved.
-    stop_signal = []
-    old_handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        old_handlers = {s: signal.signal(s, lambda signum, _: stop_signal.append(signum))
-                        for s in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C or a polite kill (`kill`, `timeout`, job schedulers) only sets a flag; at the next step boundary
+    # (never mid SAM step) every process stops, and the run is saved.
+    stop_signal, restore_signal_handlers = catch_stop_signals()
 
     def stop_requested():
         if world == 1:
@@ -507,8 +500,7 @@ def run(callback=None, **config):
     finally:
         if bar is not None:
             bar.close()
-        for s, handler in old_handlers.items():
-            signal.signal(s, handler)
+        restore_signal_handlers()
         # final_val_loss is the last step's; a run that stopped early has only its last evaluation
         log("end", status=status, final_val_loss=val if status == "done" else None, last_val_loss=val,
             last_eval_step=val_step, best_val_loss=best, steps=step, tokens_per_s=tokens_per_s,
@@ -529,15 +521,12 @@ def run(callback=None, **config):
 
 # ----------------------------------------------------------------------------------------------
 
-_UNSET = object()
-
-
 def main(argv=None):
-    parser = build_parser()
+    parser, unset = build_parser(), object()
     # Pre-filling the namespace with a sentinel tells which flags were typed: argparse only sets
     # defaults for attributes that are missing. Only typed flags override a preset or a checkpoint.
-    ns = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
-    explicit = {k: v for k, v in vars(parser.parse_args(argv, ns)).items() if v is not _UNSET}
+    ns = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"})
+    explicit = {k: v for k, v in vars(parser.parse_args(argv, ns)).items() if v is not unset}
     try:
         result = run(**explicit)
     except ConfigError as e:
@@ -552,8 +541,7 @@ def main(argv=None):
     if result["run_dir"]:  # the main process
         print(f"final val loss {result['final_val_loss']:.4f} nats/char (best {result['best_val_loss']:.4f}), "
               f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s), "
-              f"{result['time_s']:.0f} s; "
-              f"run folder {result['run_dir']}")
+              f"{result['time_s']:.0f} s; run folder {result['run_dir']}")
 
 
 if __name__ == "__main__":
