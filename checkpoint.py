@@ -86,7 +86,11 @@ def catch_stop_signals():
     caught, old = [], {}
     if threading.current_thread() is threading.main_thread():
         old = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-    return caught, lambda: [signal.signal(s, handler) for s, handler in old.items()]
+
+    def restore():
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return caught, restore
 
 
 def new_run_dir(cfg):
