@@ -249,13 +249,17 @@ class SAM(torch.optim.Optimizer):
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Jordan et al. 2024: a quintic that pushes singular values up fast
 
 
-def newton_schulz(G, steps=5, dtype=torch.bfloat16):
+def newton_schulz(G, steps=5, dtype=None):
     """Approximately replace G = U S V^T by U V^T (every singular value -> 1) with the iteration
     X <- a X + b (X X^T) X + c (X X^T)^2 X, which maps each singular value s to p(s) = a s + b s^3 + c s^5.
     After dividing by ||G||_F all s lie in (0, 1]; five steps of p then leave them in about [0.68, 1.13]
     (for s >= 0.01 ||G||_F), not exactly 1: the coefficients trade convergence for speed, which works as well
-    in training (Jordan et al. 2024). E.g. p(1.0) = 0.701, p(0.5) = 1.189."""
+    in training (Jordan et al. 2024). E.g. p(1.0) = 0.701, p(0.5) = 1.189.
+    dtype: bf16 on CUDA, as Jordan et al. run it (half the memory traffic, and the iteration tolerates it);
+    fp32 elsewhere: a CPU without bf16 units emulates bf16 products, which made a 2.56M-model step 5x slower."""
     a, b, c = NS_COEFFS
+    if dtype is None:
+        dtype = torch.bfloat16 if G.is_cuda else torch.float32
     X = G.to(dtype)
     tall = X.size(0) > X.size(1)
     if tall:
@@ -275,16 +279,18 @@ class Muon(torch.optim.Optimizer):
     g + mu (b - g), orthogonalised by newton_schulz, scaled by 0.2 sqrt(max(rows, cols)) so that its RMS
     is 0.2, about that of an AdamW update (Liu et al. 2025, "Muon is Scalable"); hence Muon shares AdamW's
     lr and weight decay (decoupled: w <- w - lr wd w). Groups with use_muon=False take the AdamW step with
-    betas and eps. Matches torch.optim.Muon(adjust_lr_fn="match_rms_adamw") on the Muon groups.
+    betas and eps. With ns_dtype=torch.bfloat16 it matches torch.optim.Muon(adjust_lr_fn="match_rms_adamw")
+    on the Muon groups (torch orthogonalises in bf16 on every device; ns_dtype=None picks by device).
     """
 
     def __init__(self, params, lr=1e-3, momentum=0.95, nesterov=True, weight_decay=0.0, ns_steps=5,
-                 betas=(0.9, 0.95), eps=1e-8):
+                 betas=(0.9, 0.95), eps=1e-8, ns_dtype=None):
         _check_lr_wd(lr, weight_decay)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum}.")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                        ns_steps=ns_steps, betas=betas, eps=eps, use_muon=True)
+                        ns_steps=ns_steps, betas=betas, eps=eps, ns_dtype=ns_dtype,
+                        use_muon=True)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -306,7 +312,7 @@ class Muon(torch.optim.Optimizer):
                     buf = state["momentum_buffer"]
                     buf.lerp_(p.grad, 1 - mu)
                     update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
-                    O = newton_schulz(update, steps=group["ns_steps"])
+                    O = newton_schulz(update, steps=group["ns_steps"], dtype=group.get("ns_dtype"))
                     p.mul_(1 - lr * wd)
                     p.add_(O, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
             else:
