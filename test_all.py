@@ -792,7 +792,8 @@ def test_muon_update_has_singular_values_in_the_band():
     opt.step()
     O = -p.detach() / (0.1 * 0.2 * math.sqrt(96))
     s = torch.linalg.svdvals(O)
-    assert lo - 0.02 <= s.min().item() and s.max().item() <= hi + 0.02  # slack for the bf16 iteration (CUDA)
+    assert lo - 1e-3 <= s.min().item() and s.max().item() <= hi + 1e-3
+    assert optim.newton_schulz(G).dtype == torch.float32  # bf16 on CUDA only: a CPU may have to emulate it
 
 
 def test_muon_touches_only_block_matrices_and_matches_torch():
