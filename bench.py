@@ -30,24 +30,17 @@ SHAPES = {  # the study's two small shapes (steps 6 and 5), vocab 4000, block 64
 }
 
 
-def sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elif device == "mps":
-        torch.mps.synchronize()
-
-
 def time_steps(step, steps, device):
     """Run step() once to warm up (compile, allocate), then `steps` times; (median s, best s, warm-up s)."""
     t0 = time.perf_counter()
     step()
-    sync(device)
+    speed.synchronize(device)
     warm_up = time.perf_counter() - t0
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
-        sync(device)
+        speed.synchronize(device)
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2], times[0], warm_up
@@ -93,16 +86,9 @@ def bench_step(args, device):
           f"{tokens / best:,.0f} best; first step {warm_up:.1f} s")
     # MFU, as nanoGPT reports it for GPUs: the step's useful FLOP/s over what one big matmul reaches here
     flops = tokens * model.flops_per_token() * (2 if args.opt in ("sam", "asam") else 1)
-    peak = matmul_peak(device, amp)
-    print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; a 2048^3 matmul here: {peak / 1e9:,.0f} GFLOP/s; "
+    peak = speed.matmul_peak(device, amp)
+    print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; one big matmul here: {peak / 1e9:,.0f} GFLOP/s; "
           f"MFU {flops / median / peak:.0%}")
-
-
-def matmul_peak(device, amp, n=2048):
-    """FLOP/s of the best of five n x n x n matrix products, in bf16 with amp, else fp32."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16 if amp else torch.float32)
-    best = min(time_steps(lambda: a @ a, 5, device)[:2])
-    return 2 * n**3 / best
 
 
 def bench_model(args, device):
@@ -148,7 +134,7 @@ def bench_adamw(args, device):
         for label, opt in (("hand-written", ours), ("torch foreach", theirs)):
             t0 = time.perf_counter()
             opt.step()
-            sync(device)
+            speed.synchronize(device)
             times[label].append(time.perf_counter() - t0)
     med = {label: sorted(t)[len(t) // 2] for label, t in times.items()}
     for label, t in times.items():

@@ -7,6 +7,7 @@ them, with the commands that repeat them, are in NOTES.md; `python bench.py` tim
     use_fast_modules(model, device)    # fused attention on GPUs, cheaper dropout masks on CPU
     model, compiled = compile_with_warm_up(model, device, batch_size, block_size, amp)
     with autocast(device, amp): ...    # bf16 matmuls where the hardware has them
+    peak = matmul_peak(device, amp)    # FLOP/s of one big matrix product: the yardstick for MFU
 
 Settings that change the whole process (the C library's memory reuse, the compiler's random numbers,
 deterministic algorithms) are made by the program that wants them: see train.set_process_wide().
@@ -15,6 +16,7 @@ deterministic algorithms) are made by the program that wants them: see train.set
 import contextlib
 import ctypes
 import shutil
+import time
 import warnings
 
 import torch
@@ -148,3 +150,35 @@ def compile_with_warm_up(model, device, batch_size, block_size, amp):
     finally:
         model.zero_grad(set_to_none=True)
     return compiled, True
+
+
+# ----------------------------------------------------------------------------------------------
+# the yardstick: how fast this device multiplies matrices
+
+
+def synchronize(device):
+    """Wait for the device's queued work, so that a clock read after it counts that work (CPU: no queue)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def matmul_peak(device, amp, repeats=3):
+    """FLOP/s of the fastest of a few n x n x n matrix products, bf16 with amp, else fp32.
+
+    Model FLOPs utilisation (MFU) is a step's useful FLOP/s over this number. nanoGPT divides by the
+    GPU's datasheet peak; a CPU has none that it reaches, so here the peak is measured: the best the
+    device does on the work a transformer is made of. n = 2048 on CPU and MPS (~0.1 s a product on a
+    2-core CPU); 8192 on CUDA, where a smaller product is too short to keep the GPU busy."""
+    n = 8192 if device == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16 if amp else torch.float32)
+    a @ a  # the first product allocates and picks a kernel
+    synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ a
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best

@@ -1035,6 +1035,10 @@ def test_run_writes_log_and_checkpoint_and_loss_falls(titles_file, tmp_path):
     assert trains[-1]["step"] == out["steps"]  # the last step is always logged
     assert all(e["loss_per_char"] == pytest.approx(e["loss"] * head["data"]["tokens_per_char"]) for e in trains)
     assert 0.2 < head["data"]["tokens_per_char"] < 1
+    # MFU: the step's model FLOP/s over the matmul peak measured at the start (a 2048^3 product: > 1 GFLOP/s)
+    peak = head["matmul_peak_gflop_per_s"]
+    assert peak > 1 and all(e["mfu"] == pytest.approx(e["gflop_per_s"] / peak) for e in trains)
+    assert out["mfu"] == pytest.approx(out["gflop_per_s"] / peak) and out["mfu"] > 0
     # the checkpoint holds the plain module's weights: strict load into a fresh GPT on CPU
     ckpt = train.load_checkpoint(out["ckpt"])
     assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])

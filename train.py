@@ -388,8 +388,10 @@ def run(callback=None, **config):
     log_file = open(log_path, "a", encoding="utf-8") if main_process else None
     log = functools.partial(log_event, log_file) if main_process else (lambda event, **fields: None)
 
+    peak = speed.matmul_peak(device, amp) * world if main_process else math.nan  # MFU's yardstick (speed.py)
     choices = dict(device=device, amp=amp, compiled=compiled, fast_modules=fast_modules,
-                   freed_memory_kept=memory_kept, processes=world, versions=versions())
+                   freed_memory_kept=memory_kept, processes=world, matmul_peak_gflop_per_s=peak / 1e9,
+                   versions=versions())
     if resume:  # the settings a resumed run may change, and the choices made for this process
         log("resume", step=step, config={k: cfg[k] for k in sorted(RESUME_MAY_CHANGE)}, **choices,
             elapsed_s=resume.get("elapsed_s"))  # None: an older checkpoint, whose clock this process restarts
@@ -473,7 +475,8 @@ def run(callback=None, **config):
             bar.set_postfix(train=f"{loss_per_char:.3f} nats/char", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
             if step % cfg["log_every"] == 0 or step == last_step:
                 log("train", step=step, epoch=step / steps_per_epoch, loss=loss, loss_per_char=loss_per_char,
-                    lr=lr, tokens_per_s=tokens_per_s, gflop_per_s=tokens_per_s * flops_per_token / 1e9)
+                    lr=lr, tokens_per_s=tokens_per_s, gflop_per_s=tokens_per_s * flops_per_token / 1e9,
+                    mfu=tokens_per_s * flops_per_token / peak)
             if step in eval_steps:
                 evaluate()
                 save()
@@ -514,9 +517,9 @@ def run(callback=None, **config):
             say("  " + visible(title))
     return {"status": status, "final_val_loss": val if status == "done" else None, "last_val_loss": val,
             "last_eval_step": val_step, "best_val_loss": best, "steps": step, "tokens_per_s": tokens_per_s,
-            "gflop_per_s": tokens_per_s * flops_per_token / 1e9, "time_s": time.time() - t_start,
-            "n_params": raw_model.num_params(), "run_dir": run_dir, "log": log_path, "ckpt": ckpt_path,
-            "signal": stop_signal[0] if stop_signal else None}
+            "gflop_per_s": tokens_per_s * flops_per_token / 1e9, "mfu": tokens_per_s * flops_per_token / peak,
+            "time_s": time.time() - t_start, "n_params": raw_model.num_params(), "run_dir": run_dir, "log": log_path,
+            "ckpt": ckpt_path, "signal": stop_signal[0] if stop_signal else None}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,8 +543,8 @@ def main(argv=None):
         sys.exit(128 + (result["signal"] or signal.SIGINT))
     if result["run_dir"]:  # the main process
         print(f"final val loss {result['final_val_loss']:.4f} nats/char (best {result['best_val_loss']:.4f}), "
-              f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s), "
-              f"{result['time_s']:.0f} s; run folder {result['run_dir']}")
+              f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s, "
+              f"MFU {result['mfu']:.0%}), {result['time_s']:.0f} s; run folder {result['run_dir']}")
 
 
 if __name__ == "__main__":
