@@ -76,8 +76,6 @@ PRESETS = {
 # On --resume these may differ from the checkpoint's config; everything else must match.
 RESUME_MAY_CHANGE = {"resume", "device", "compile", "progress", "sample", "log_every", "max_steps",
                      "data", "out_dir", "name", "preset"}
-
-
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
 
