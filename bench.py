@@ -84,7 +84,7 @@ def bench_step(args, device):
     print(f"{args.shape} {args.opt} {'compiled' if compiled else 'eager'} {'bf16' if amp else 'fp32'} "
           f"dropout {args.dropout}: {tokens / median:,.0f} tokens/s median ({median * 1e3:.0f} ms a step), "
           f"{tokens / best:,.0f} best; first step {warm_up:.1f} s")
-    # MFU, as nanoGPT reports it for GPUs: the step's useful FLOP/s over what one big matmul reaches here
+    # MFU as nanoGPT defines it, over a measured peak (speed.matmul_peak) instead of a datasheet's
     flops = tokens * model.flops_per_token() * (2 if args.opt in ("sam", "asam") else 1)
     peak = speed.matmul_peak(device, amp)
     print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; one big matmul here: {peak / 1e9:,.0f} GFLOP/s; "

@@ -165,14 +165,18 @@ def synchronize(device):
 
 
 def matmul_peak(device, amp, repeats=3):
-    """FLOP/s of the fastest of a few n x n x n matrix products, bf16 with amp, else fp32.
+    """FLOP/s of the fastest of a few n x n x n matrix products: bf16 with amp, else fp32 (TF32 on CUDA,
+    as train.set_process_wide allows).
 
     Model FLOPs utilisation (MFU) is a step's useful FLOP/s over this number. nanoGPT divides by the
     GPU's datasheet peak; a CPU has none that it reaches, so here the peak is measured: the best the
-    device does on the work a transformer is made of. n = 2048 on CPU and MPS (~0.1 s a product on a
+    device does on the work a transformer is made of. It is below the datasheet's, so the MFU is higher
+    than nanoGPT's would be on the same GPU. n = 2048 on CPU and MPS (~0.1 s a product on a
     2-core CPU); 8192 on CUDA, where a smaller product is too short to keep the GPU busy."""
     n = 8192 if device == "cuda" else 2048
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16 if amp else torch.float32)
+    # from a generator of its own: the global one draws the dropout masks, which must not move
+    a = torch.rand(n, n, generator=torch.Generator().manual_seed(0))
+    a = a.to(device, torch.bfloat16 if amp else torch.float32)
     a @ a  # the first product allocates and picks a kernel
     synchronize(device)
     best = float("inf")

@@ -582,6 +582,14 @@ def test_keep_freed_memory_serves_large_blocks_from_the_reusable_heap():
     assert took == "True" and after == before - 1
 
 
+def test_matmul_peak_leaves_the_random_numbers_of_dropout_alone():
+    # train.py measures it after seeding: drawing its matrix from the global generator would move every
+    # dropout mask after it, and a resumed run would no longer be the uninterrupted one
+    before = torch.get_rng_state()
+    assert speed.matmul_peak("cpu", amp=False, repeats=1) > 1e9  # FLOP/s: any CPU does a GFLOP/s
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 # -----------------------------------------------------------------------------
 # optim.py: SGD and AdamW against PyTorch's
 
@@ -1035,7 +1043,8 @@ def test_run_writes_log_and_checkpoint_and_loss_falls(titles_file, tmp_path):
     assert trains[-1]["step"] == out["steps"]  # the last step is always logged
     assert all(e["loss_per_char"] == pytest.approx(e["loss"] * head["data"]["tokens_per_char"]) for e in trains)
     assert 0.2 < head["data"]["tokens_per_char"] < 1
-    # MFU: the step's model FLOP/s over the matmul peak measured at the start (a 2048^3 product: > 1 GFLOP/s)
+    # MFU: the step's model FLOP/s over the matmul peak measured at the start (a 2048^3 product: > 1 GFLOP/s);
+    # measuring it leaves the random numbers of dropout alone (test_resume_* compare dropout runs bit for bit)
     peak = head["matmul_peak_gflop_per_s"]
     assert peak > 1 and all(e["mfu"] == pytest.approx(e["gflop_per_s"] / peak) for e in trains)
     assert out["mfu"] == pytest.approx(out["gflop_per_s"] / peak) and out["mfu"] > 0

@@ -43,7 +43,7 @@ from gpt import GPT, GPTConfig, sample_titles, visible
 _BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000)
 _SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, min_lr=1e-5,
               warmup_ratio=0.1, schedule="cosine", opt="asam", wd_all=False, rho=0.05)
-_NANORUN = dict(within_title=True, rope=True)  # the changes of the last two presets
+_NANORUN = dict(within_title=True, rope=True)  # what both nanorun presets add to the study's recipe
 PRESETS = {
     "step0": dict(change="baseline: SGD, constant lr", study_val_loss=1.7533, flags=dict(
         _BIG, opt="sgd", dropout=0.1, lr=6e-3, weight_decay=0.0, schedule="constant",
@@ -64,8 +64,8 @@ PRESETS = {
                   flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
-    # Beyond the study (NOTES.md). Muon overfits after epoch 5 of 7: its schedule ends there. nanorun12m,
-    # not yet measured at full scale, keeps step 5's lr, dropout and AdamW.
+    # Beyond the study (NOTES.md). Muon overfits after epoch 5 of 7: nanorun trains 5 (the cosine ends
+    # there). nanorun12m, not yet measured at full scale, keeps step 5's lr, dropout and AdamW.
     "nanorun": dict(change="Muon, weight decay 0.1, 5 epochs, no dropout, within-title attention, rotary positions",
                     study_val_loss=None, flags=dict(_SMALL, **_NANORUN, opt="muon", weight_decay=0.1, epochs=5,
                                                     n_layer=4, n_head=3, d_model=192, dropout=0.0, lr=2.1e-3)),
@@ -239,6 +239,15 @@ def start_processes(device):
     return dist.get_rank(), dist.get_world_size()
 
 
+def all_sum(x, device, world):
+    """The sum of the number x over all processes (x itself in a plain run)."""
+    if world == 1:
+        return x
+    total = torch.tensor(x, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item()
+
+
 def set_process_wide(device, compile):
     """The settings that change this whole process, made here, once, by the program that wants them
     (with speed.keep_freed_memory(), called beside this)."""
@@ -321,12 +330,11 @@ def run(callback=None, **config):
         raise ConfigError(f"--data {cfg['data']} does not hold the titles checkpoint {cfg['resume']} "
                           "was trained on; pass the same file")
     cache_dir = os.path.join(cfg["out_dir"], ".tokenizers")
-    if main_process:  # trains the tokenizer once; the other processes then load it from the cache
-        tok, tok_path = get_tokenizer(train_titles, cfg["vocab_size"], cache_dir)
-    if world > 1:
+    if not main_process:  # the others wait while the main process trains the tokenizer, then load it from the cache
         dist.barrier()
-    if not main_process:
-        tok, tok_path = get_tokenizer(train_titles, cfg["vocab_size"], cache_dir)
+    tok, tok_path = get_tokenizer(train_titles, cfg["vocab_size"], cache_dir)
+    if main_process and world > 1:
+        dist.barrier()
     train_stream, val_stream = title_stream(tok, train_titles), title_stream(tok, val_titles)
     n_windows = (len(train_stream) - 1) // T
     steps_per_epoch = n_windows // B
@@ -377,6 +385,7 @@ def run(callback=None, **config):
     if want_compile:
         net, compiled = speed.compile_with_warm_up(raw_model, device, B // world, T, amp)
     model = net
+    peak = all_sum(speed.matmul_peak(device, amp), device, world)  # MFU's yardstick: all devices' matmul FLOP/s
     if world > 1:
         torch.manual_seed(cfg["seed"] + rank)  # each process its own dropout masks
         model = DDP(net, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
@@ -387,7 +396,6 @@ def run(callback=None, **config):
     log_file = open(log_path, "a", encoding="utf-8") if main_process else None
     log = functools.partial(log_event, log_file) if main_process else (lambda event, **fields: None)
 
-    peak = speed.matmul_peak(device, amp) * world if main_process else math.nan  # MFU's yardstick (speed.py)
     choices = dict(device=device, amp=amp, compiled=compiled, fast_modules=fast_modules,
                    freed_memory_kept=memory_kept, processes=world, matmul_peak_gflop_per_s=peak / 1e9,
                    versions=versions())
@@ -408,11 +416,8 @@ def run(callback=None, **config):
     def evaluate():
         """Validation loss in nats/char, always in fp32; under DDP each process scores a share of the batches."""
         nonlocal best, val, val_step
-        nats = stream_nats(net, val_stream, T, B, device, shard=(rank, world), progress=cfg["progress"] and main_process)
-        if world > 1:
-            total = torch.tensor(nats, dtype=torch.float64, device=device)
-            dist.all_reduce(total)
-            nats = total.item()
+        nats = all_sum(stream_nats(net, val_stream, T, B, device, shard=(rank, world),
+                                   progress=cfg["progress"] and main_process), device, world)
         val, val_step, best = nats / val_chars, step, min(best, nats / val_chars)
         log("eval", step=step, epoch=step / steps_per_epoch, val_loss=val, elapsed_s=round(time.time() - t_start, 1))
 
@@ -428,16 +433,11 @@ def run(callback=None, **config):
                                "best_val_loss": best, "val_loss": val, "val_step": val_step,
                                "elapsed_s": time.time() - t_start}, ckpt_path)
 
-    # Ctrl-C or a polite kill (`kill`, `timeout`, job schedulers) only sets a flag; at the next step boundary
-    # (never mid SAM step) every process stops, and the run is saved.
+    # Ctrl-C or a polite kill only sets a flag; at the next step (never mid SAM step) all processes stop and save.
     stop_signal, restore_signal_handlers = catch_stop_signals()
 
-    def stop_requested():
-        if world == 1:
-            return bool(stop_signal)
-        flag = torch.tensor([float(bool(stop_signal))], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # one Ctrl-C stops every process at the same step
-        return flag.item() > 0
+    def stop_requested():  # one Ctrl-C stops every process at the same step
+        return all_sum(float(bool(stop_signal)), device, world) > 0
 
     status, first_step, tokens_per_s, train_time, bar, order = "running", step, 0.0, 0.0, None, None
     try:
