@@ -67,7 +67,8 @@ ladder: install    ## every step of the study in order, then its table (SCALE=cp
 	$(PY) plot_logs.py --runs "$$dir/*/log.jsonl" --out $$dir/figure.png && \
 	$(PY) plot_logs.py --table --runs "$$dir/*/log.jsonl" | tee $$dir/ladder.md
 # ---- beyond the study: the step-6 recipe, then one change at a time; SEEDS seeds per row; one table
-# ROWS: name=flags;... (each row's flags in full); ARGS shrinks every run, e.g. ARGS='--num_titles 20000 --epochs 2'
+# ROWS: name=flags;... (each row's flags in full); ARGS shrinks every run, e.g. ARGS='--num_titles 20000'
+# (an --epochs in ARGS also overrides nanorun's 5 epochs: its row then repeats the one before it)
 SEEDS ?= 1337 1338 1339
 ROWS  ?= step6=--preset step6;rho0.5=--preset step6 --rho 0.5;adamw=--preset step6 --opt adamw;nodropout=--preset step6 --opt adamw --dropout 0;within_title=--preset step6 --opt adamw --dropout 0 --within_title;rope=--preset step6 --opt adamw --dropout 0 --within_title --rope;muon=--preset step6 --opt muon --dropout 0 --within_title --rope;wd0.1=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1;nanorun=--preset nanorun
 

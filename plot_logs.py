@@ -148,8 +148,8 @@ def flags(config, base):
 def preset_of(config, presets, defaults):
     """The preset whose recipe `config` is (whatever data it read), else the preset it was started from.
 
-    >>> presets = {"step6": {"flags": {"opt": "asam"}}, "nanorun": {"flags": {"opt": "adamw"}}}
-    >>> preset_of({"preset": "step6", "opt": "adamw", "data": "t.txt"}, presets, {"data": "d.txt"})
+    >>> presets = {"step6": {"flags": {"opt": "asam"}}, "nanorun": {"flags": {"opt": "muon"}}}
+    >>> preset_of({"preset": "step6", "opt": "muon", "data": "t.txt"}, presets, {"data": "d.txt"})
     'nanorun'
     """
     for name, p in presets.items():
