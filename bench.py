@@ -30,22 +30,6 @@ SHAPES = {  # the study's two small shapes (steps 6 and 5), vocab 4000, block 64
 }
 
 
-def time_steps(step, steps, device):
-    """Run step() once to warm up (compile, allocate), then `steps` times; (median s, best s, warm-up s)."""
-    t0 = time.perf_counter()
-    step()
-    speed.synchronize(device)
-    warm_up = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        speed.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2], times[0], warm_up
-
-
 def set_up_process(device, compile):
     """The process-wide settings train.run() makes, so the timings are of the same process."""
     train.set_process_wide(device, compile)
@@ -79,7 +63,7 @@ def bench_step(args, device):
     def step():
         train.train_step(runner, opt, x, y, device=device, amp=amp, grad_clip=1.0).item()
 
-    median, best, warm_up = time_steps(step, args.steps, device)
+    median, best, warm_up = speed.time_steps(step, args.steps, device)
     tokens = args.batch_size * config.block_size
     print(f"{args.shape} {args.opt} {'compiled' if compiled else 'eager'} {'bf16' if amp else 'fp32'} "
           f"dropout {args.dropout}: {tokens / median:,.0f} tokens/s median ({median * 1e3:.0f} ms a step), "
@@ -111,7 +95,7 @@ def bench_model(args, device):
                     loss.backward()
                     model.zero_grad(set_to_none=True)
 
-                median, best, warm_up = time_steps(step, args.steps, device)
+                median, best, warm_up = speed.time_steps(step, args.steps, device)
                 tokens = args.batch_size * config.block_size
                 print(f"{name:>6} ({model.num_params():,} params)  {'compiled' if compiled else 'eager':>8}  "
                       f"{'bf16' if amp else 'fp32'}  {tokens / median:9,.0f} tokens/s median, "

@@ -15,6 +15,7 @@ deterministic algorithms) are made by the program that wants them: see train.set
 
 import contextlib
 import ctypes
+import functools
 import shutil
 import time
 import warnings
@@ -164,6 +165,23 @@ def synchronize(device):
         torch.mps.synchronize()
 
 
+def time_steps(step, steps, device):
+    """Run step() once to warm up (compile, allocate), then `steps` times; (median s, best s, warm-up s)."""
+    t0 = time.perf_counter()
+    step()
+    synchronize(device)
+    warm_up = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2], times[0], warm_up
+
+
+@functools.cache  # once per process: tune.py's trials and the tests call train.run() many times
 def matmul_peak(device, amp, repeats=3):
     """FLOP/s of the fastest of a few n x n x n matrix products: bf16 with amp, else fp32 (TF32 on CUDA,
     as train.set_process_wide allows).
@@ -177,12 +195,5 @@ def matmul_peak(device, amp, repeats=3):
     # from a generator of its own: the global one draws the dropout masks, which must not move
     a = torch.rand(n, n, generator=torch.Generator().manual_seed(0))
     a = a.to(device, torch.bfloat16 if amp else torch.float32)
-    a @ a  # the first product allocates and picks a kernel
-    synchronize(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ a
-        synchronize(device)
-        best = min(best, time.perf_counter() - t0)
+    best = time_steps(lambda: a @ a, repeats, device)[1]
     return 2 * n**3 / best
