@@ -117,7 +117,12 @@ def log_event(f, event, **fields):
 
 
 def versions():
-    v = importlib.metadata.version
+    """What a run was made with, for its log; a package that is not installed is None (train.py needs no optuna)."""
+    def v(package):
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": v("numpy"),
             "optuna": v("optuna"), "platform": platform.platform(), "cpus": os.cpu_count(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}

@@ -1372,6 +1372,20 @@ def test_push_apart_never_overlaps_and_only_moves_up():
     assert all(b - a >= 0.02 - 1e-12 for a, b in zip(s, s[1:]))        # and never overlap
 
 
+def test_versions_names_a_missing_package_none(monkeypatch):
+    """train.py needs no optuna (a GPU machine may not have it): its log says None instead of crashing."""
+    import importlib.metadata
+    real = importlib.metadata.version
+
+    def version(package):
+        if package == "optuna":
+            raise importlib.metadata.PackageNotFoundError(package)
+        return real(package)
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    v = train.versions()
+    assert v["optuna"] is None and v["numpy"] == real("numpy") and v["torch"] == torch.__version__
+
+
 def test_read_log_drops_steps_logged_again_after_resume(tmp_path):
     # steps 1-3 ran, the checkpoint is at step 2 (its eval), the run was killed during step 3 and resumed
     path = str(tmp_path / "r" / "log.jsonl")
