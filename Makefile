@@ -72,14 +72,18 @@ ladder: install    ## every step of the study in order, then its table (SCALE=cp
 SEEDS ?= 1337 1338 1339
 ROWS  ?= step6=--preset step6;rho0.5=--preset step6 --rho 0.5;adamw=--preset step6 --opt adamw;nodropout=--preset step6 --opt adamw --dropout 0;within_title=--preset step6 --opt adamw --dropout 0 --within_title;rope=--preset step6 --opt adamw --dropout 0 --within_title --rope;muon=--preset step6 --opt muon --dropout 0 --within_title --rope;wd0.1=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1;nanorun=--preset nanorun
 
-ablate: install    ## the ablation rows x SEEDS seeds, then runs/ablate-*/ablation.md and figure.png
+# JOBS runs at once: on one GPU a 2.56M-model run leaves most of it idle (33 runs, 12 at a time: 5.3 min on
+# an H200, NOTES.md); on a CPU keep JOBS=1, runs at once share its cores. Each run's output: its NAME.out.
+JOBS  ?= 1
+
+ablate: install    ## the ablation rows x SEEDS seeds, JOBS at once, then runs/ablate-*/ablation.md and figure.png
 	@[ -f "$(DATA)" ] || [ "$(DATA)" != data/hn_titles.txt ] || $(MAKE) data
-	@dir=runs/ablate-$$(date +%Y%m%d-%H%M%S); \
+	@export dir=runs/ablate-$$(date +%Y%m%d-%H%M%S); mkdir -p $$dir; \
 	echo '$(ROWS)' | tr ';' '\n' | while IFS='=' read -r row flags; do \
-		for s in $(SEEDS); do \
-			echo "== $$row, seed $$s"; \
-			$(PY) train.py --data $(DATA) $$flags --seed $$s --sample 0 $(ARGS) --out_dir $$dir --name $$row-s$$s || exit 1; \
-		done; \
-	done && \
-	$(PY) plot_logs.py --ablation --runs "$$dir/*/log.jsonl" | tee $$dir/ablation.md && \
-	$(PY) plot_logs.py --runs "$$dir/*/log.jsonl" --out $$dir/figure.png
+		for s in $(SEEDS); do echo "$$row-s$$s $$flags --seed $$s"; done; \
+	done | xargs -L 1 -P $(JOBS) sh -c 'name=$$1; shift; echo "== $$name: $$*"; \
+		$(PY) train.py --data $(DATA) "$$@" --sample 0 --no-progress $(ARGS) --out_dir $$dir --name $$name \
+		>$$dir/$$name.out 2>&1 && tail -n 1 $$dir/$$name.out || { echo "$$name failed: $$dir/$$name.out"; exit 255; }' run && \
+	rows=$$(echo '$(ROWS)' | tr ';' '\n' | sed "s|=.*|-s*/log.jsonl|; s|^|$$dir/|"); \
+	$(PY) plot_logs.py --ablation --runs $$rows | tee $$dir/ablation.md && \
+	$(PY) plot_logs.py --runs $$rows --out $$dir/figure.png

@@ -465,7 +465,9 @@ def time_to_cell(group, target):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default="runs/*/log.jsonl", help="glob of run logs (default: %(default)s)")
+    parser.add_argument("--runs", nargs="+", default=["runs/*/log.jsonl"],
+                        help="globs of run logs; rows and colours follow the globs' order, then the order the "
+                             "runs were made (default: runs/*/log.jsonl)")
     parser.add_argument("--out", default="runs/figure.png", help="PNG to write (default: %(default)s)")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--table", action="store_true",
@@ -477,23 +479,27 @@ def main(argv=None):
                              "result, 1.3206; 0 leaves the column out)")
     args = parser.parse_args(argv)
 
-    paths = sorted(glob.glob(args.runs))
-    if not paths:
-        sys.exit(f"error: no log matches --runs {args.runs!r}; train a run first (python train.py) "
-                 "or pass the glob of your logs.")
-    try:
-        runs = [read_log(p) for p in paths]
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    # oldest first: colours and rows follow the order runs were made
-    runs.sort(key=lambda r: r["config"].get("time", 0))
+    # Rows and colours: one glob after another, and within a glob the order the runs were made, oldest
+    # first. Runs made at once (make ablate JOBS=...) start in any order, so make ablate gives a glob a row.
+    runs, seen = [], set()
+    for pattern in args.runs:
+        paths = [p for p in sorted(glob.glob(pattern)) if p not in seen]
+        if not paths and not glob.glob(pattern):
+            sys.exit(f"error: no log matches --runs {pattern!r}; train a run first (python train.py) "
+                     "or pass the glob of your logs.")
+        seen.update(paths)
+        try:
+            logs = [read_log(p) for p in paths]
+        except (OSError, ValueError) as e:
+            sys.exit(f"error: {e}")
+        runs += sorted(logs, key=lambda r: r["config"].get("time", 0))
 
     import train  # the study's presets (train.PRESETS) and the flags' defaults
     if args.table:
         table = ladder_table(runs, train.PRESETS)
         if table is None:
-            sys.exit(f"error: none of the {len(runs)} runs matching {args.runs!r} was made with --preset; "
-                     "run `make ladder` first.")
+            sys.exit(f"error: none of the {len(runs)} runs matching {' '.join(args.runs)!r} was made with "
+                     "--preset; run `make ladder` first.")
         print(table)
         return
     empty = [r["name"] for r in runs if not r["evals"]]

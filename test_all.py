@@ -1557,6 +1557,13 @@ def test_ablation_table_one_row_per_recipe_mean_and_spread(tmp_path, capsys):
         "at or below 1.41, mean over the seeds that reached it."]
     plot_logs.main(["--ablation", "--target", "0", "--runs", str(tmp_path / "*" / "log.jsonl")])
     assert "| # | change | val loss | seeds | params | mean time |" in capsys.readouterr().out.splitlines()
+    # several globs: rows in the globs' order (runs made at once by make ablate JOBS=... finish in any order)
+    globs = [str(tmp_path / f"{row}*" / "log.jsonl") for row in ("lr-", "adamw-", "")]
+    plot_logs.main(["--ablation", "--runs", *globs])
+    rows = [line.split(" | ")[1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert rows == ["step6 + --lr 0.001", "step6 + --opt adamw --rho 0.5", "step6"]
+    with pytest.raises(SystemExit, match="no log matches --runs '.*nothing"):
+        plot_logs.main(["--ablation", "--runs", str(tmp_path / "*" / "log.jsonl"), str(tmp_path / "nothing")])
 
 
 def test_figure_names_a_group_by_its_recipe(tmp_path, capsys):
