@@ -1158,8 +1158,8 @@ def torchrun(cfg, *flags, wait=True):
     proc = subprocess.Popen(cmd, cwd=HERE, env=ONE_THREAD, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     if wait:
-        out = proc.communicate(timeout=300)[0]
-        assert proc.returncode == 0, out
+        proc.output = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, proc.output
     return proc
 
 
@@ -1173,7 +1173,7 @@ def test_two_processes_train_the_same_model_as_one(titles_file, tmp_path, opt):
     # one too, so its perturbation uses the global gradient norm); validation is split and summed
     cfg = tiny(titles_file, tmp_path, opt=opt, dropout=0.0, epochs=2)
     one = train.run(name="one", **cfg)
-    torchrun(cfg, "--name=two")
+    assert torchrun(cfg, "--name=two").output.count("final val loss") == 1  # the first process alone prints
     two = final_eval(tmp_path / "runs" / "two")
     assert two["step"] == one["steps"] and two["val_loss"] == pytest.approx(one["final_val_loss"], abs=1e-5)
     log = read_log(tmp_path / "runs" / "two" / "log.jsonl")
@@ -1196,7 +1196,7 @@ def test_two_process_run_killed_mid_epoch_resumes_to_the_same_end(titles_file, t
         os.kill(pid, signal.SIGKILL)
     proc.communicate()
     assert read_log(tmp_path / "runs" / "killed" / "log.jsonl")[-1]["event"] != "end", "ended before the kill"
-    torchrun({}, f"--resume={ckpt}", "--no-progress")
+    assert torchrun({}, f"--resume={ckpt}", "--no-progress").output.count("final val loss") == 1
     end = final_eval(tmp_path / "runs" / "killed")
     assert end["step"] == whole["steps"] and end["val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-5)
 

@@ -540,7 +540,7 @@ def main(argv=None):
             dist.destroy_process_group()
     if result["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
         sys.exit(128 + (result["signal"] or signal.SIGINT))
-    if result["run_dir"]:  # the main process
+    if int(os.environ.get("RANK", 0)) == 0:  # the only process, or torchrun's first
         print(f"final val loss {result['final_val_loss']:.4f} nats/char (best {result['best_val_loss']:.4f}), "
               f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s, "
               f"MFU {result['mfu']:.0%}), {result['time_s']:.0f} s; run folder {result['run_dir']}")
