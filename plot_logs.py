@@ -483,10 +483,11 @@ def main(argv=None):
     # first. Runs made at once (make ablate JOBS=...) start in any order, so make ablate gives a glob a row.
     runs, seen = [], set()
     for pattern in args.runs:
-        paths = [p for p in sorted(glob.glob(pattern)) if p not in seen]
-        if not paths and not glob.glob(pattern):
+        matched = sorted(glob.glob(pattern))
+        if not matched:
             sys.exit(f"error: no log matches --runs {pattern!r}; train a run first (python train.py) "
                      "or pass the glob of your logs.")
+        paths = [p for p in matched if p not in seen]  # a log two globs match keeps the first one's place
         seen.update(paths)
         try:
             logs = [read_log(p) for p in paths]

@@ -518,7 +518,7 @@ def run(callback=None, **config):
             "last_eval_step": val_step, "best_val_loss": best, "steps": step, "tokens_per_s": tokens_per_s,
             "gflop_per_s": tokens_per_s * flops_per_token / 1e9, "mfu": tokens_per_s * flops_per_token / peak,
             "time_s": time.time() - t_start, "n_params": raw_model.num_params(), "run_dir": run_dir, "log": log_path,
-            "ckpt": ckpt_path, "signal": stop_signal[0] if stop_signal else None}
+            "ckpt": ckpt_path, "signal": stop_signal[0] if stop_signal else None, "main_process": main_process}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,7 +540,7 @@ def main(argv=None):
             dist.destroy_process_group()
     if result["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
         sys.exit(128 + (result["signal"] or signal.SIGINT))
-    if int(os.environ.get("RANK", 0)) == 0:  # the only process, or torchrun's first
+    if result["main_process"]:  # the only process, or torchrun's first
         print(f"final val loss {result['final_val_loss']:.4f} nats/char (best {result['best_val_loss']:.4f}), "
               f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s, "
               f"MFU {result['mfu']:.0%}), {result['time_s']:.0f} s; run folder {result['run_dir']}")
