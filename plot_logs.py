@@ -183,6 +183,22 @@ def recipe_labels(configs, presets, defaults):
     return labels, shared
 
 
+def seeds_name(group):
+    """The name a group's runs share when each is named NAME-sSEED, as make ablate names them; else None.
+
+    >>> run = lambda name, seed: {"name": name, "config": {"config": {"seed": seed}}}
+    >>> seeds_name([run("rope-s1337", 1337), run("rope-s1338", 1338)]), seeds_name([run("a-s1", 1), run("b-s2", 2)])
+    ('rope', None)
+    """
+    bases = set()
+    for run in group:
+        suffix = f"-s{run['config'].get('config', {}).get('seed')}"
+        if not run["name"].endswith(suffix) or run["name"] == suffix:
+            return None
+        bases.add(run["name"][:-len(suffix)])
+    return bases.pop() if len(bases) == 1 else None
+
+
 def group_val(group):
     """A group's final val loss as mean ± spread, marked * when one of its runs is unfinished."""
     done = all(map(finished, group))
@@ -255,6 +271,7 @@ def figure(groups, labels):
     from the lowest to the highest of its seeds.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.font_manager import FontProperties
     from matplotlib.patches import Patch
 
     n = len(groups)
@@ -331,8 +348,10 @@ def figure(groups, labels):
             ax_val.annotate(text, xy=(x, y), xytext=(x_end * 1.03, yt),
                             color=color, fontsize=8, va="center", annotation_clip=False,
                             arrowprops=dict(arrowstyle="-", color=color, lw=0.6, alpha=0.6))
-        # widen the x axis so the longest label (about 0.6 em per character) fits inside it
-        label_in = max(len(text) for text, _, _, _ in finals) * 8 * 0.6 / 72
+        # widen the x axis so the longest label fits inside it, measured as the renderer will draw it
+        renderer, font = fig.canvas.get_renderer(), FontProperties(size=8)
+        label_in = max(renderer.get_text_width_height_descent(text, font, ismath=False)[0]
+                       for text, _, _, _ in finals) / fig.dpi
         width_in = ax_val.get_position().width * fig.get_figwidth()
         ax_val.set_xlim(0, x_end * 1.03 / max(0.3, 1 - label_in / width_in - 0.02))
         ax_val.set_xticks([t for t in ax_val.get_xticks() if 0 <= t <= x_end])  # no epochs past the runs
@@ -468,6 +487,9 @@ def main(argv=None):
     parser.add_argument("--runs", nargs="+", default=["runs/*/log.jsonl"],
                         help="globs of run logs; rows and colours follow the globs' order, then the order the "
                              "runs were made (default: runs/*/log.jsonl)")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="the figure's name for each recipe, in the rows' order (default: the name its seeds "
+                             "share, else its preset and the flags it changes)")
     parser.add_argument("--out", default="runs/figure.png", help="PNG to write (default: %(default)s)")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--table", action="store_true",
@@ -518,8 +540,14 @@ def main(argv=None):
             target = train.PRESETS["step6"]["study_val_loss"] if args.target is None else args.target
             print(ablation_table(groups, names, shared, target))
             return
-        labels = [label if len(group) == 1 else f"{name} ({len(group)} seeds)"
+        # a group of seeds is named by the name its runs share (make ablate's row), else by its recipe
+        labels = [label if len(group) == 1 else f"{seeds_name(group) or name} ({len(group)} seeds)"
                   for group, label, name in zip(groups, labels, names)]
+    if args.labels:
+        if len(args.labels) != len(groups):
+            sys.exit(f"error: --labels gives {len(args.labels)} names for {len(groups)} recipes; give one a recipe.")
+        labels = [name if len(group) == 1 else f"{name} ({len(group)} seeds)"
+                  for name, group in zip(args.labels, groups)]
     import matplotlib
     matplotlib.use("Agg")  # headless: no display needed
     try:

@@ -1566,7 +1566,7 @@ def test_ablation_table_one_row_per_recipe_mean_and_spread(tmp_path, capsys):
         plot_logs.main(["--ablation", "--runs", str(tmp_path / "*" / "log.jsonl"), str(tmp_path / "nothing")])
 
 
-def test_figure_names_a_group_by_its_recipe(tmp_path, capsys):
+def test_figure_names_a_group_by_its_recipe(tmp_path, capsys, monkeypatch):
     for seed in (1, 2):
         fake_log(str(tmp_path / f"s{seed}" / "log.jsonl"), f"s{seed}", 1.4, preset="step6", t0=seed, seed=seed)
     fake_log(str(tmp_path / "one" / "log.jsonl"), "one", 1.3, preset="step6", t0=3, dropout=0.1)
@@ -1578,6 +1578,23 @@ def test_figure_names_a_group_by_its_recipe(tmp_path, capsys):
     plot_logs.main(["--runs", str(tmp_path / "*" / "log.jsonl"), "--out", str(out)])
     assert capsys.readouterr().out == f"wrote {out} (3 runs, 2 recipes)\n"
     assert out.exists()
+
+    figures = []
+    monkeypatch.setattr(plot_logs, "save_png", lambda fig, out: figures.append(fig))
+    def legend(*args):
+        plot_logs.main(["--runs", str(tmp_path / "*" / "log.jsonl"), *args])
+        return [t.get_text() for t in figures[-1].axes[1].get_legend().get_texts()][:-1]  # less the band's entry
+    assert legend() == ["step6 (2 seeds)", "one"]
+    for seed in (1, 2):  # seeds named as make ablate names them: the group takes the name they share
+        fake_log(str(tmp_path / f"a long name for a row-s{seed}" / "log.jsonl"), f"a long name for a row-s{seed}",
+                 1.4 - seed / 1000, preset="step6", t0=4 + seed, seed=seed, lr=1e-4)
+    assert legend() == ["step6 (2 seeds)", "one", "a long name for a row (2 seeds)"]
+    assert legend("--labels", "base", "dropout", "low lr") == ["base (2 seeds)", "dropout", "low lr (2 seeds)"]
+    fig = figures[-1]  # each final val loss written at the val panel's right edge lies inside the figure
+    fig.canvas.draw()
+    assert all(0 < t.get_window_extent().x1 <= fig.bbox.width for t in fig.axes[0].texts)
+    with pytest.raises(SystemExit, match="--labels gives 1 names for 3 recipes"):
+        legend("--labels", "base")
 
 
 # -----------------------------------------------------------------------------
