@@ -251,12 +251,12 @@ def meta_row(run):
     n_params = ev.get("n_params")
     final = final_val_loss(run)
     return [run["name"], c.get("opt", "-"), shape, _g(c.get("vocab_size")), _g(c.get("dropout")),
-            _g(c.get("lr")), _g(c.get("weight_decay")), _g(c.get("min_lr")), _g(c.get("warmup_ratio")),
+            _g(c.get("lr")), c.get("schedule", "-"), _g(c.get("weight_decay")), _g(c.get("min_lr")), _g(c.get("warmup_ratio")),
             _g(c.get("epochs")), _count(n_params), str(ev.get("device", "-")) + (" bf16" if ev.get("amp") else ""),
             "-" if final is None else f"{final:.4f}" + ("" if finished(run) else " *")]
 
 
-META_COLUMNS = ["run", "opt", "shape", "vocab", "dropout", "lr", "wd", "min_lr", "warm-up", "epochs",
+META_COLUMNS = ["run", "opt", "shape", "vocab", "dropout", "lr", "schedule", "wd", "min_lr", "warm-up", "epochs",
                 "params", "device", "final val loss"]
 
 # -----------------------------------------------------------------------------

@@ -1453,6 +1453,7 @@ def test_plot_logs_writes_png_from_two_logs(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a", "b", "figure.png"]  # no temporary file left behind
     rows = [plot_logs.meta_row(plot_logs.read_log(str(tmp_path / n / "log.jsonl"))) for n in "ab"]
     assert rows[0][plot_logs.META_COLUMNS.index("shape")] == "4L 3H 192d b64"
+    assert rows[0][plot_logs.META_COLUMNS.index("schedule")] == "cosine"
     assert [r[-1] for r in rows] == ["1.5000", "1.3000"]
     (tmp_path / "FILE").write_text("")  # a folder that cannot be made: one sentence, nothing written
     with pytest.raises(SystemExit, match="error: cannot write .*FILE/fig.png"):
