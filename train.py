@@ -65,13 +65,13 @@ PRESETS = {
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
     # Beyond the study (NOTES.md). Muon overfits after epoch 5 of 7: nanorun trains 5, holding its lr until the
-    # last 20% of the steps (WSD), which overfits less than the cosine. nanorun12m: step 5's lr, dropout, AdamW.
+    # last 20% of the steps (WSD), which overfits less than the cosine. nanorun12m: the same, step 5's lr, dropout.
     "nanorun": dict(change="Muon, wd 0.1, 5 epochs, WSD schedule, no dropout, title-local attention, rotary positions",
                     study_val_loss=None, flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0,
                                                     opt="muon", lr=2.1e-3, weight_decay=0.1, epochs=5, schedule="wsd")),
-    "nanorun12m": dict(change="step 5's shape, AdamW, within-title attention, rotary positions", study_val_loss=None,
-                       flags=dict(_SMALL, **_NANORUN, opt="adamw", n_layer=6, n_head=6, d_model=384, dropout=0.051,
-                                  lr=1.1e-3)),
+    "nanorun12m": dict(change="nanorun's recipe at step 5's shape, lr and dropout", study_val_loss=None,
+                       flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, opt="muon",
+                                  lr=1.1e-3, weight_decay=0.1, epochs=5, schedule="wsd")),
 }
 
 # On --resume these may differ from the checkpoint's config; everything else must match.
