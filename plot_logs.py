@@ -190,13 +190,9 @@ def seeds_name(group):
     >>> seeds_name([run("rope-s1337", 1337), run("rope-s1338", 1338)]), seeds_name([run("a-s1", 1), run("b-s2", 2)])
     ('rope', None)
     """
-    bases = set()
-    for run in group:
-        suffix = f"-s{run['config'].get('config', {}).get('seed')}"
-        if not run["name"].endswith(suffix) or run["name"] == suffix:
-            return None
-        bases.add(run["name"][:-len(suffix)])
-    return bases.pop() if len(bases) == 1 else None
+    named = [(run["name"], f"-s{run['config'].get('config', {}).get('seed')}") for run in group]
+    bases = {name[:-len(suffix)] for name, suffix in named}
+    return bases.pop() if len(bases) == 1 and all(n.endswith(s) and n != s for n, s in named) else None
 
 
 def group_val(group):
@@ -215,11 +211,7 @@ def _g(x):
     >>> _g(0.0003), _g(0.2012), _g(None)
     ('3e-04', '0.2012', '-')
     """
-    if x is None:
-        return "-"
-    if isinstance(x, float) and x != 0 and abs(x) < 1e-3:
-        return f"{x:.0e}"
-    return f"{x:g}"
+    return "-" if x is None else f"{x:.0e}" if isinstance(x, float) and 0 < abs(x) < 1e-3 else f"{x:g}"
 
 
 def _count(n):
@@ -228,9 +220,7 @@ def _count(n):
     >>> _count(27172864), _count(24416), _count(None)
     ('27.17M', '24.4k', '-')
     """
-    if not n:
-        return "-"
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+    return "-" if not n else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
 
 
 def _time(t):
@@ -239,9 +229,7 @@ def _time(t):
     >>> _time(59.6), _time(150.0), _time(None)
     ('60 s', '2.5 min', '-')
     """
-    if t is None:
-        return "-"
-    return f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"
+    return "-" if t is None else f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"
 
 
 def meta_row(run):
@@ -251,8 +239,8 @@ def meta_row(run):
     n_params = ev.get("n_params")
     final = final_val_loss(run)
     return [run["name"], c.get("opt", "-"), shape, _g(c.get("vocab_size")), _g(c.get("dropout")),
-            _g(c.get("lr")), c.get("schedule", "-"), _g(c.get("weight_decay")), _g(c.get("min_lr")), _g(c.get("warmup_ratio")),
-            _g(c.get("epochs")), _count(n_params), str(ev.get("device", "-")) + (" bf16" if ev.get("amp") else ""),
+            _g(c.get("lr")), c.get("schedule", "-"), _g(c.get("weight_decay")), _g(c.get("min_lr")),
+            _g(c.get("warmup_ratio")), _g(c.get("epochs")), _count(n_params), str(ev.get("device", "-")) + (" bf16" if ev.get("amp") else ""),
             "-" if final is None else f"{final:.4f}" + ("" if finished(run) else " *")]
 
 
