@@ -240,7 +240,8 @@ def meta_row(run):
     final = final_val_loss(run)
     return [run["name"], c.get("opt", "-"), shape, _g(c.get("vocab_size")), _g(c.get("dropout")),
             _g(c.get("lr")), c.get("schedule", "-"), _g(c.get("weight_decay")), _g(c.get("min_lr")),
-            _g(c.get("warmup_ratio")), _g(c.get("epochs")), _count(n_params), str(ev.get("device", "-")) + (" bf16" if ev.get("amp") else ""),
+            _g(c.get("warmup_ratio")), _g(c.get("epochs")), _count(n_params),
+            str(ev.get("device", "-")) + (" bf16" if ev.get("amp") else ""),
             "-" if final is None else f"{final:.4f}" + ("" if finished(run) else " *")]
 
 
@@ -529,13 +530,12 @@ def main(argv=None):
             print(ablation_table(groups, names, shared, target))
             return
         # a group of seeds is named by the name its runs share (make ablate's row), else by its recipe
-        labels = [label if len(group) == 1 else f"{seeds_name(group) or name} ({len(group)} seeds)"
+        labels = [label if len(group) == 1 else seeds_name(group) or name
                   for group, label, name in zip(groups, labels, names)]
-    if args.labels:
-        if len(args.labels) != len(groups):
-            sys.exit(f"error: --labels gives {len(args.labels)} names for {len(groups)} recipes; give one a recipe.")
-        labels = [name if len(group) == 1 else f"{name} ({len(group)} seeds)"
-                  for name, group in zip(args.labels, groups)]
+    if args.labels and len(args.labels) != len(groups):
+        sys.exit(f"error: --labels gives {len(args.labels)} names for {len(groups)} recipes; give one a recipe.")
+    labels = args.labels or labels
+    labels = [label if len(group) == 1 else f"{label} ({len(group)} seeds)" for label, group in zip(labels, groups)]
     import matplotlib
     matplotlib.use("Agg")  # headless: no display needed
     try:
