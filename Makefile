@@ -68,9 +68,9 @@ ladder: install    ## every step of the study in order, then its table (SCALE=cp
 	$(PY) plot_logs.py --table --runs "$$dir/*/log.jsonl" | tee $$dir/ladder.md
 # ---- beyond the study: the step-6 recipe, then one change at a time; SEEDS seeds per row; one table
 # ROWS: name=flags;... (each row's flags in full); ARGS shrinks every run, e.g. ARGS='--num_titles 20000'
-# (an --epochs in ARGS also overrides the 5 epochs of rows ep5 and nanorun: ep5 then repeats wd0.1)
+# (an --epochs in ARGS also overrides the 5 epochs of rows ep5, wsd and nanorun: ep5 then repeats wd0.1)
 SEEDS ?= 1337 1338 1339
-ROWS  ?= step6=--preset step6;rho0.5=--preset step6 --rho 0.5;adamw=--preset step6 --opt adamw;nodropout=--preset step6 --opt adamw --dropout 0;within_title=--preset step6 --opt adamw --dropout 0 --within_title;rope=--preset step6 --opt adamw --dropout 0 --within_title --rope;muon=--preset step6 --opt muon --dropout 0 --within_title --rope;wd0.1=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1;ep5=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1 --epochs 5;nanorun=--preset nanorun
+ROWS  ?= step6=--preset step6;rho0.5=--preset step6 --rho 0.5;adamw=--preset step6 --opt adamw;nodropout=--preset step6 --opt adamw --dropout 0;within_title=--preset step6 --opt adamw --dropout 0 --within_title;rope=--preset step6 --opt adamw --dropout 0 --within_title --rope;muon=--preset step6 --opt muon --dropout 0 --within_title --rope;wd0.1=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1;ep5=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1 --epochs 5;wsd=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1 --epochs 5 --schedule wsd;nanorun=--preset nanorun
 
 # JOBS runs at once: on one GPU a 2.56M-model run leaves most of it idle (33 runs, 12 at a time: 5.3 min on
 # an H200, NOTES.md); on a CPU keep JOBS=1, runs at once share its cores. Each run's output: its NAME.out.
