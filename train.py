@@ -68,9 +68,8 @@ PRESETS = {
     # Beyond the study (NOTES.md). Muon overfits after epoch 5 of 7: nanorun trains 5, holding its lr until the
     # last 20% of the steps (WSD), which overfits less than the cosine. Muon takes a larger lr than AdamW did
     # (3e-3, tuned at 12.2M) with wd 0.2. nanorun12m: the same recipe at step 5's shape and dropout.
-    "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 5 epochs, WSD schedule, no dropout, title-local attention, rotary "
-                    "positions", study_val_loss=None,
-                    flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0)),
+    "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 5 epochs, WSD, no dropout, title-local attention, rotary positions",
+                    study_val_loss=None, flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0)),
     "nanorun12m": dict(change="nanorun's recipe at step 5's shape and dropout", study_val_loss=None,
                        flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051)),
 }
@@ -115,7 +114,8 @@ def build_parser():
     g.add_argument("--rope", default=False, action=argparse.BooleanOptionalAction,
                    help="rotary position embeddings (Su et al. 2021) instead of a learned position table")
     g.add_argument("--within_title", default=False, action=argparse.BooleanOptionalAction,
-                   help="attend within a title only, not across <eos> into the one before; positions restart")
+                   help="attend only within a title, not across <eos> into the previous one; positions "
+                        "restart at each title")
     g = p.add_argument_group("optimization")
     g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
     g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
