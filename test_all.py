@@ -1066,6 +1066,19 @@ def test_second_run_reuses_the_tokenizer_and_never_overwrites_a_run(titles_file,
         assert f1.read() == f2.read()
 
 
+def test_fractional_epochs_set_the_schedule_and_the_evaluations(titles_file, tmp_path):
+    out = train.run(name="half", **tiny(titles_file, tmp_path, epochs=1.5, evals_per_epoch=2,
+                                        schedule="wsd", lr=1e-2, min_lr=0.0, warmup_ratio=0.0))
+    log = read_log(tmp_path / "runs" / "half" / "log.jsonl")
+    per_epoch = log[0]["steps_per_epoch"]
+    assert out["steps"] == log[0]["total_steps"] == round(1.5 * per_epoch)
+    # three evaluations after step 0 (1.5 epochs x 2), the last at the last step; the lr decays to 0 there
+    evals = [e["step"] for e in log if e["event"] == "eval"]
+    assert evals == [0, round(out["steps"] / 3), round(2 * out["steps"] / 3), out["steps"]]
+    lrs = [e["lr"] for e in log if e["event"] == "train"]
+    assert max(lrs) == 1e-2 and lrs[-1] < 1e-2 / 2
+
+
 def test_callback_can_stop_a_run(titles_file, tmp_path):
     out = train.run(callback=lambda step, val: step > 0, name="cut", **tiny(titles_file, tmp_path))
     log = read_log(tmp_path / "runs" / "cut" / "log.jsonl")
@@ -1229,6 +1242,7 @@ def cli(*args, cwd):
     ("ok", dict(device="tpu"), "unknown --device"),
     ("ok", dict(dropout=1.5), "--dropout"),
     ("ok", dict(min_lr=1.0, lr=0.1), "--min_lr"),
+    ("ok", dict(epochs=0), "--epochs must be a positive number"),
     ("ok", dict(schedule="wsd", decay_frac=0.0), "--decay_frac must be in"),
     ("ok", dict(batch_size=1000, block_size=512), "fewer than one batch"),
     ("ok", dict(nonsense=3), "unknown setting"),

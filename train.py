@@ -132,7 +132,7 @@ def build_parser():
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
     g.add_argument("--min_lr", type=float, default=1e-5, help="floor the schedule decays to")
     g.add_argument("--batch_size", type=int, default=64, help="sequences per step")
-    g.add_argument("--epochs", type=int, default=7, help="passes over the training tokens")
+    g.add_argument("--epochs", type=float, default=7, help="passes over the training tokens (1.5: one and a half)")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
                    "schedule still spans every epoch, and --resume goes on to the end unless given again")
     g = p.add_argument_group("run")
@@ -191,15 +191,15 @@ def check_config(c):
     def need(ok, msg):
         if not ok:
             raise ConfigError(msg)
-    for k in ("n_layer", "n_head", "d_model", "block_size", "batch_size", "epochs", "evals_per_epoch",
-              "num_titles", "log_every"):
+    for k in ("n_layer", "n_head", "d_model", "block_size", "batch_size", "evals_per_epoch", "num_titles", "log_every"):
         need(isinstance(c[k], int) and c[k] >= 1, f"--{k} must be a positive whole number, got {c[k]!r}")
     need(c["d_model"] % c["n_head"] == 0,
          f"--d_model {c['d_model']} is not divisible by --n_head {c['n_head']}; pick sizes that divide")
     need(c["vocab_size"] >= 257, f"--vocab_size {c['vocab_size']} is too small: 256 bytes and <eos> need 257")
     need(0 < c["val_frac"] < 1, f"--val_frac must be between 0 and 1, got {c['val_frac']}")
     need(0 <= c["dropout"] < 1, f"--dropout must be in [0, 1), got {c['dropout']}")
-    need(c["lr"] > 0 and math.isfinite(c["lr"]), f"--lr must be a positive number, got {c['lr']}")
+    for k in ("lr", "epochs"):
+        need(c[k] > 0 and math.isfinite(c[k]), f"--{k} must be a positive number, got {c[k]}")
     need(0 <= c["min_lr"] <= c["lr"], f"--min_lr {c['min_lr']} must be between 0 and --lr {c['lr']}")
     need(c["weight_decay"] >= 0, f"--weight_decay must be >= 0, got {c['weight_decay']}")
     need(0 <= c["warmup_ratio"] < 1, f"--warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
@@ -341,13 +341,13 @@ def run(callback=None, **config):
     if steps_per_epoch == 0:
         raise ConfigError(f"the training split gives {n_windows} windows of {T} tokens, fewer than one "
                           f"batch of {B}; use more titles or a smaller --batch_size or --block_size")
-    total_steps = steps_per_epoch * cfg["epochs"]
+    total_steps = max(1, round(steps_per_epoch * cfg["epochs"]))  # --epochs may be fractional
     last_step = min(total_steps, cfg["max_steps"] or total_steps)
     if resume and resume["step"] >= last_step:
         raise ConfigError(f"checkpoint {cfg['resume']} is at step {resume['step']} of {total_steps}: "
                           + ("the run is finished, nothing to resume" if resume["step"] >= total_steps
                              else f"pass a --max_steps above {resume['step']} to go on"))
-    n_evals = cfg["epochs"] * cfg["evals_per_epoch"]
+    n_evals = max(1, round(cfg["epochs"] * cfg["evals_per_epoch"]))
     eval_steps = {0} | {round(total_steps * j / n_evals) for j in range(1, n_evals + 1)} | {last_step}
     val_chars = text_chars(val_titles)
     # the training loss is per token; times tokens per character it is in the validation loss's unit
@@ -411,7 +411,7 @@ def run(callback=None, **config):
                   "val_chars": val_chars, "tokens_per_char": tokens_per_char})
     say(f"run {run_dir}: {raw_model.num_params():,} parameters on {device}{' bf16' if amp else ''}"
         f"{' compiled' if compiled else ''}{f' x{world} processes' if world > 1 else ''}; "
-        f"{len(train_stream):,} train tokens, {steps_per_epoch} steps/epoch x {cfg['epochs']} epochs")
+        f"{len(train_stream):,} train tokens, {steps_per_epoch} steps/epoch x {cfg['epochs']:g} epochs")
 
     def evaluate():
         """Validation loss in nats/char, always in fp32; under DDP each process scores a share of the batches."""
@@ -452,7 +452,7 @@ def run(callback=None, **config):
                 order = epoch_order(n_windows, cfg["seed"], epoch)
                 if bar is not None:
                     bar.close()
-                bar = tqdm(total=steps_per_epoch, initial=i, desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+                bar = tqdm(total=steps_per_epoch, initial=i, desc=f"epoch {epoch + 1}/{cfg['epochs']:g}",
                            disable=not (cfg["progress"] and main_process), leave=False)
             x, y = get_batch(train_stream, order, i, B, T)               # the global batch, (B, T)
             rows = slice(rank * B // world, (rank + 1) * B // world)    # this process's share of it

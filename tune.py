@@ -308,7 +308,7 @@ def main(argv=None):
                  "(pip install psycopg2-binary for postgresql://).")
     except sqlalchemy.exc.OperationalError as e:  # server down, wrong host, port or password
         sys.exit(f"error: cannot open {storage_url}: {str(e.orig).strip().splitlines()[0]}")
-    pruner = make_pruner(args.pruner, cfg["epochs"] * cfg["evals_per_epoch"], args.prune_after)
+    pruner = make_pruner(args.pruner, max(1, round(cfg["epochs"] * cfg["evals_per_epoch"])), args.prune_after)
     fingerprint = {k: v for k, v in sorted(cfg.items()) if k not in FREE and k not in space}
     first_run = os.path.join(cfg["out_dir"], f"{study_name}-t0")
     stale_runs = (f"error: {first_run} exists but study {study_name!r} in {storage_url} has no trials; it is left "
