@@ -56,7 +56,8 @@ def bench_step(args, device):
     set_up_process(device, compile)
     model, runner, compiled = build(config, device, compile, amp, args.batch_size)
     opt = optim.build_optimizer(args.opt, model, lr=1e-4, weight_decay=0.01,
-                                rho=0.05 if args.opt in ("sam", "asam") else None)
+                                rho=0.05 if args.opt in ("sam", "asam") else None,
+                                ns_dtype=torch.bfloat16 if amp else None)  # as train.py
     x = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
     y = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
 

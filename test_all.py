@@ -806,9 +806,9 @@ def test_muon_update_has_singular_values_in_the_band():
 
 def test_muon_touches_only_block_matrices_and_matches_torch():
     model = tiny_model(seed=11)
-    opt = optim.build_optimizer("muon", model, lr=1e-2, weight_decay=0.1)  # Muon's own momentum, 0.95
-    for g in opt.param_groups:
-        g["ns_dtype"] = torch.bfloat16  # as torch.optim.Muon does on every device (ours: fp32 on a CPU)
+    # Muon's own momentum, 0.95; bf16 orthogonalisation as torch.optim.Muon does on every device (train.py: with --amp)
+    opt = optim.build_optimizer("muon", model, lr=1e-2, weight_decay=0.1, ns_dtype=torch.bfloat16)
+    assert {g["ns_dtype"] for g in opt.param_groups} == {torch.bfloat16}
     names = {id(p): n for n, p in model.named_parameters()}
     muon = sorted(names[id(p)] for g in opt.param_groups if g["use_muon"] for p in g["params"])
     adam = sorted(names[id(p)] for g in opt.param_groups if not g["use_muon"] for p in g["params"])

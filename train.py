@@ -148,8 +148,7 @@ def build_parser():
     g.add_argument("--name", default=None, help="run name (default: from preset/optimizer, shape, time)")
     g.add_argument("--resume", default=None, help="checkpoint (or run folder) to continue from (default: none)")
     g.add_argument("--sample", type=int, default=5, help="titles to generate at the end")
-    g.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction,
-                   help="progress bars for training and validation")
+    g.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction, help="progress bars")
     return p
 
 
@@ -375,7 +374,8 @@ def run(callback=None, **config):
     fast_modules = speed.use_fast_modules(raw_model, device)
     opt = optim.build_optimizer(cfg["opt"], raw_model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                 momentum=cfg["momentum"], decay_all=cfg["wd_all"],
-                                rho=cfg["rho"] if cfg["opt"] in ("sam", "asam") else None)
+                                rho=cfg["rho"] if cfg["opt"] in ("sam", "asam") else None,
+                                ns_dtype=torch.bfloat16 if amp else None)  # Muon: bf16 where the matmuls are
     step, best, val, val_step = 0, math.inf, math.nan, None
     if resume:
         raw_model.load_state_dict(resume["model"])
