@@ -21,6 +21,7 @@ import optim
 import speed
 import train
 from bpe import Tokenizer
+from common import HelpFormatter
 from dataset import read_titles, split_titles, text_chars
 from gpt import GPT, GPTConfig
 
@@ -28,13 +29,6 @@ SHAPES = {  # the study's two small shapes (steps 6 and 5), vocab 4000, block 64
     "2.56M": GPTConfig(vocab_size=4000, block_size=64, n_layer=4, n_head=3, d_model=192),
     "12M": GPTConfig(vocab_size=4000, block_size=64, n_layer=6, n_head=6, d_model=384),
 }
-
-
-def set_up_process(device, compile):
-    """The process-wide settings train.run() makes, so the timings are of the same process."""
-    train.set_process_wide(device, compile)
-    if device == "cpu":
-        speed.keep_freed_memory()
 
 
 def build(config, device, compile, amp, batch_size):
@@ -51,9 +45,10 @@ def build(config, device, compile, amp, batch_size):
 def bench_step(args, device):
     """Whole training steps, train.train_step: forward, backward (twice for SAM/ASAM), clip, optimizer step."""
     config = dataclasses.replace(SHAPES[args.shape], dropout=args.dropout)
-    compile = speed.can_compile(device) if args.compile is None else args.compile
-    amp = speed.default_amp(device) if args.amp is None else args.amp
-    set_up_process(device, compile)
+    # as train.run() chooses: the same process-wide settings, compile where it works, bf16 where it is faster
+    chosen = speed.choose(device, args.amp, args.compile, config.d_model, config.vocab_size,
+                          args.batch_size * config.block_size)
+    compile, amp = chosen.compile, chosen.amp
     model, runner, compiled = build(config, device, compile, amp, args.batch_size)
     opt = optim.build_optimizer(args.opt, model, lr=1e-4, weight_decay=0.01,
                                 rho=0.05 if args.opt in ("sam", "asam") else None,
@@ -69,11 +64,12 @@ def bench_step(args, device):
     print(f"{args.shape} {args.opt} {'compiled' if compiled else 'eager'} {'bf16' if amp else 'fp32'} "
           f"dropout {args.dropout}: {tokens / median:,.0f} tokens/s median ({median * 1e3:.0f} ms a step), "
           f"{tokens / best:,.0f} best; first step {warm_up:.1f} s")
-    # MFU as nanoGPT defines it, over a measured peak (speed.matmul_peak) instead of a datasheet's
-    flops = tokens * model.flops_per_token() * (2 if args.opt in ("sam", "asam") else 1)
-    peak = speed.matmul_peak(device, amp)
-    print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; one big matmul here: {peak / 1e9:,.0f} GFLOP/s; "
-          f"MFU {flops / median / peak:.0%}")
+    # MFU as nanoGPT defines it, over the machine's fastest matmul measured here instead of a datasheet's
+    flops = tokens * train.step_flops_per_token(model, args.opt)
+    print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; the fastest matmul here: {chosen.peak / 1e9:,.0f} "
+          f"GFLOP/s ({chosen.peak_dtype}); MFU {flops / median / chosen.peak:.0%}"
+          + (f"; bf16 chosen by timing the model's matmuls (best fp32 {min(chosen.amp_times['fp32']) * 1e3:.1f} ms, "
+             f"bf16 {min(chosen.amp_times['bf16'] or [float('nan')]) * 1e3:.1f} ms)" if chosen.amp_times else ""))
 
 
 def bench_model(args, device):
@@ -81,7 +77,7 @@ def bench_model(args, device):
     shapes = list(SHAPES) if args.shape == "all" else [args.shape]
     compiles = [False, True] if args.compile is None else [args.compile]
     amps = [False, True] if args.amp is None else [args.amp]
-    set_up_process(device, True in compiles)
+    speed.set_up_process(device, True in compiles)
     for name in shapes:
         config = dataclasses.replace(SHAPES[name], dropout=args.dropout)
         for compile in compiles:
@@ -104,27 +100,44 @@ def bench_model(args, device):
 
 
 def bench_adamw(args, device):
-    """optim.AdamW vs torch.optim.AdamW(foreach=True) on the 12M shape, steps alternating between the two."""
-    torch.manual_seed(1337)
-    model = GPT(SHAPES["12M"]).to(device)
-    for p in model.parameters():
-        p.grad = torch.randn_like(p) * 1e-3
-    ours = optim.AdamW(optim.param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.95))
-    theirs = torch.optim.AdamW(optim.param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.95), foreach=True)
-    times = {"hand-written": [], "torch foreach": []}
-    for _ in range(3):  # warm-up: allocate state
-        ours.step()
-        theirs.step()
-    for _ in range(args.steps):  # alternate, so both see the same machine load
-        for label, opt in (("hand-written", ours), ("torch foreach", theirs)):
-            t0 = time.perf_counter()
-            opt.step()
-            speed.synchronize(device)
-            times[label].append(time.perf_counter() - t0)
-    med = {label: sorted(t)[len(t) // 2] for label, t in times.items()}
-    for label, t in times.items():
-        print(f"AdamW.step() {label:>14}: median {med[label] * 1e3:7.2f} ms, best {min(t) * 1e3:7.2f} ms")
-    print(f"ratio hand-written / torch: median {med['hand-written'] / med['torch foreach']:.3f}")
+    """Is a multi-tensor AdamW worth its code? optim.AdamW (one tensor at a time) against
+    torch.optim.AdamW(foreach=True) (each operation on all tensors in one call), steps alternating between
+    the two; then whole training steps (as `step` times them) to give the difference as a share of one.
+    --shape all: both shapes."""
+    for name in list(SHAPES) if args.shape == "all" else [args.shape]:
+        config = dataclasses.replace(SHAPES[name], dropout=args.dropout)
+        # compiled or not, bf16 or not: as train.py chooses them (--compile, --amp: as given)
+        chosen = speed.choose(device, args.amp, args.compile, config.d_model, config.vocab_size,
+                              args.batch_size * config.block_size)
+        amp = chosen.amp
+        model, runner, compiled = build(config, device, chosen.compile, amp, args.batch_size)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * 1e-3
+        opts = {"per tensor": optim.AdamW(optim.param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.95)),
+                "foreach": torch.optim.AdamW(optim.param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.95),
+                                             foreach=True)}
+        times = {label: [] for label in opts}
+        for _ in range(3):  # warm-up: allocate state
+            for opt in opts.values():
+                opt.step()
+        for _ in range(args.steps):  # alternate, so both see the same machine load
+            for label, opt in opts.items():
+                t0 = time.perf_counter()
+                opt.step()
+                speed.synchronize(device)
+                times[label].append(time.perf_counter() - t0)
+        med = {label: sorted(t)[len(t) // 2] for label, t in times.items()}
+        opt = optim.build_optimizer("adamw", model, lr=1e-4, weight_decay=0.01)
+        x = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
+        y = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
+        step, _, _ = speed.time_steps(
+            lambda: train.train_step(runner, opt, x, y, device=device, amp=amp, grad_clip=1.0).item(), args.steps, device)
+        print(f"{name} ({model.num_params():,} params, {len(list(model.parameters()))} tensors), "
+              f"{'compiled' if compiled else 'eager'} {'bf16' if amp else 'fp32'}: training step {step * 1e3:.0f} ms median")
+        for label, t in times.items():
+            print(f"  AdamW.step() {label:>10}: median {med[label] * 1e3:6.2f} ms, best {min(t) * 1e3:6.2f} ms")
+        saved = med["per tensor"] - med["foreach"]
+        print(f"  foreach saves {saved * 1e3:.2f} ms a step (medians): {saved / step:.1%} of a training step")
 
 
 def bench_tokenizer(args, device):
@@ -146,7 +159,7 @@ def bench_tokenizer(args, device):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=train.HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter)
     p.add_argument("what", choices=["step", "model", "adamw", "tokenizer"], help="what to time")
     p.add_argument("--shape", choices=["all", *SHAPES], default="2.56M", help="model shape ('all': model only)")
     p.add_argument("--opt", choices=optim.OPTIMIZERS, default="adamw", help="optimizer of `step`")
@@ -154,11 +167,11 @@ def main():
     p.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
                    help="compiled or eager (default: as train.py; `model` times both)")
     p.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
-                   help="bf16 autocast (default: as train.py; `model` times both)")
+                   help="bf16 autocast (default: as train.py, by timing; `model` times both)")
     p.add_argument("--batch_size", type=int, default=64, help="sequences per step")
     p.add_argument("--steps", type=int, default=10, help="timed steps per setting")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads, 0 = torch's choice")
-    p.add_argument("--device", choices=train.DEVICES, default="auto", help="auto: CUDA, then MPS, then CPU")
+    p.add_argument("--device", choices=speed.DEVICES, default="auto", help="auto: CUDA, then MPS, then CPU")
     p.add_argument("--data", default=None, help="titles file for `tokenizer` (default: none)")
     p.add_argument("--num_titles", type=int, default=100_000, help="titles for `tokenizer`: train on the first 90%%")
     p.add_argument("--vocab_size", type=int, default=4000, help="vocabulary for `tokenizer`")
@@ -167,7 +180,7 @@ def main():
         p.error("`step` times one shape: pass --shape 2.56M or 12M")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = train.pick_device(args.device)
+    device = speed.pick_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size} x block 64, {args.steps} timed steps")
     {"step": bench_step, "model": bench_model, "adamw": bench_adamw, "tokenizer": bench_tokenizer}[args.what](args, device)

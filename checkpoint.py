@@ -1,13 +1,18 @@
 """
-checkpoint.py: a run's files. Every run owns a folder runs/<name>/ with
+checkpoint.py: a run's files, off the reading path. Every run owns a folder runs/<name>/ with
 
     log.jsonl       one JSON object per line, append-only: config, train, eval, resume and end events
     ckpt.pt         the plain model's weights, optimizer state, step, RNG states and the resolved config
     tokenizer.json  the tokenizer the run was trained with
 
-A folder is never reused, files are replaced atomically (write a temporary file, then rename it), and a
-checkpoint from another run, a corrupt one or a missing one is one clear sentence (dataset.ConfigError).
-The log is written here (log_event) and read back here (read_log), for plot_logs.py's figure and tables.
+A folder is never reused, files are replaced atomically (common.atomic_file), and a checkpoint from
+another run, a corrupt one or a missing one is one clear sentence (common.ConfigError). train.py writes
+the log and the checkpoint through RunFiles; plot_logs.py reads the logs back.
+
+    files = RunFiles.new(cfg)                  # runs/<name>/, never an existing folder
+    files.log("eval", step=100, val_loss=1.32)
+    files.save(save_state(...))                # ckpt.pt, atomically
+    ckpt = load_checkpoint("runs/NAME")        # a checkpoint, or a run folder
 """
 
 import hashlib
@@ -15,43 +20,39 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import signal
 import tempfile
 import threading
 import time
 
 import torch
+import torch.distributed as dist
 
-from dataset import ConfigError
+from common import ConfigError, atomic_file
+from dataset import titles_sha256
 
+VERSION = 1
 
-def file_sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def atomic_torch_save(obj, path):
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+# ----------------------------------------------------------------------------------------------
+# the run folder and its log
 
 
-def checkpoint_path(path):
-    """A checkpoint file, or a run folder standing for the checkpoint inside it."""
-    return os.path.join(path, "ckpt.pt") if os.path.isdir(path) else path
-
-
-def load_checkpoint(path, map_location="cpu"):
-    if not os.path.isfile(path):
-        raise ConfigError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - truncated zip, pickle error, not a torch file...
-        raise ConfigError(f"checkpoint {path} cannot be read ({type(e).__name__}); it is corrupt or "
-                          "not a nanorun checkpoint") from None
-    if not isinstance(ckpt, dict) or ckpt.get("version") != 1 or "config" not in ckpt:
-        raise ConfigError(f"checkpoint {path} is not a version-1 nanorun checkpoint")
-    return ckpt
+def new_run_dir(cfg):
+    """A fresh folder under out_dir; an explicit name that exists is an error, never overwritten."""
+    if cfg["name"]:
+        path = os.path.join(cfg["out_dir"], cfg["name"])
+        if os.path.exists(path):
+            raise ConfigError(f"run folder {path} already exists; pick another --name, or continue it "
+                              f"with --resume {path}")
+    else:
+        stem = f"{cfg['preset'] or cfg['opt']}-{cfg['n_layer']}L{cfg['d_model']}d-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, k = os.path.join(cfg["out_dir"], stem), 1
+        while os.path.exists(path):
+            k += 1
+            path = os.path.join(cfg["out_dir"], f"{stem}-{k}")
+    os.makedirs(path)
+    return path
 
 
 def check_writable(folder):
@@ -65,19 +66,193 @@ def check_writable(folder):
                           "with a folder you can write to") from None
 
 
+class RunFiles:
+    """The files of one run. Only the main process of a run writes (writer=True); in the other processes of
+    a data-parallel run every method does nothing, so train.py calls them without asking who it is."""
+
+    def __init__(self, folder, writer=True):
+        self.folder = folder
+        self.ckpt, self.log_path, self.tokenizer = (os.path.join(folder, f) for f in
+                                                    ("ckpt.pt", "log.jsonl", "tokenizer.json"))
+        if writer and os.path.exists(self.log_path):
+            drop_half_written_line(self.log_path)
+        self._log = open(self.log_path, "a", encoding="utf-8") if writer else None
+
+    @classmethod
+    def for_run(cls, cfg, resume, writer):
+        """A resumed run's own folder, or a new one (made by the writer alone)."""
+        if resume:
+            return cls(os.path.dirname(os.path.abspath(cfg["resume"])), writer)
+        return cls(new_run_dir(cfg) if writer else "", writer)
+
+    def log(self, event, **fields):
+        """One line of the append-only JSON-lines log, flushed so a killed run keeps what it wrote."""
+        if self._log:
+            self._log.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+            self._log.flush()
+
+    def add_tokenizer(self, tok_path, resume):
+        """A new run keeps a copy of its tokenizer; a resumed one must have the one it was trained with.
+        Returns the tokenizer's fingerprint (None in a new run's other processes, which have no folder)."""
+        if self._log and not resume:
+            shutil.copyfile(tok_path, self.tokenizer)
+        if not (self._log or resume):
+            return None
+        sha = file_sha256(self.tokenizer)
+        if resume and resume["tokenizer_sha256"] != sha:
+            raise ConfigError(f"{self.tokenizer} is not the tokenizer checkpoint {self.ckpt} was trained with")
+        return sha
+
+    def log_start(self, cfg, resume, data, plan, model, step, preset, choices, may_change, say):
+        """The log's first event: the config, the preset, the data, and what was chosen for this machine. A
+        resumed run logs only the settings it may change (may_change) and this process's choices."""
+        if resume:
+            self.log("resume", step=step, config={k: cfg[k] for k in sorted(may_change)}, **choices,
+                     elapsed_s=resume.get("elapsed_s"))
+            say(f"resuming {self.folder} at step {step} of {plan.total}")
+        else:
+            self.log("config", name=os.path.basename(self.folder), config=cfg, **choices, n_params=model.num_params(),
+                     steps_per_epoch=plan.per_epoch, total_steps=plan.total,
+                     preset={"name": cfg["preset"], "change": preset.get("change"),
+                             "study_val_loss": preset.get("study_val_loss")},
+                     data={**data.summary, "sha256": data.sha256, "val_chars": data.val_chars,
+                           "tokens_per_char": data.tokens_per_char})
+        device, world = choices["device"], choices["processes"]
+        say(f"run {self.folder}: {model.num_params():,} parameters on {device}{' bf16' if choices['amp'] else ''}"
+            f"{' compiled' if choices['compiled'] else ''}{f' x{world} processes' if world > 1 else ''}; "
+            f"{data.summary['train_tokens']:,} train tokens, {plan.per_epoch} steps/epoch x {cfg['epochs']:g} epochs")
+
+    def save(self, state):
+        """Write the checkpoint: all of it or, if the process dies mid-write, the previous one."""
+        if self._log:
+            with atomic_file(self.ckpt) as tmp:
+                torch.save(state, tmp)
+
+    def close(self):
+        if self._log:
+            self._log.close()
+
+
+def drop_half_written_line(path):
+    """A run killed while writing its log leaves a last line without its newline: cut it off before a resumed
+    run appends, so that every line of the log is a whole JSON object (the resumed run logs those steps again)."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def versions():
+    """What a run was made with, for its log; a package that is not installed is None (train.py needs no optuna)."""
+    def v(package):
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": v("numpy"),
+            "optuna": v("optuna"), "platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_model(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def cpu_model():
+    """The CPU's name, e.g. "AMD EPYC" or "Intel(R) Xeon(R) Platinum 8480C" (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or None
+
+
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# the checkpoint: save, load, and the checks before a resume
+
 def rng_state():
     """torch's generators are the only randomness in a run (dropout, sampling); data order is seeded apart."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
-def set_rng_state(state):
+def rng_states(world):
+    """Every process's generator states, gathered (each process its own dropout masks)."""
+    if world == 1:
+        return [rng_state()]
+    states = [None] * world
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def set_rng_state(states, rank=0):
+    """Put back a process's generators; a resume on more processes than were saved reuses states."""
+    state = states[rank % len(states)] if isinstance(states, list) else states  # older checkpoints: one state
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
 
+
+def save_state(model, model_config, cfg, opt, step, total_steps, rngs, tok_sha, data_sha, amp, evals, elapsed_s):
+    """Everything a resume needs, and what evaluate.py checks: the plain module's weights (no compile
+    prefixes), the optimizer, the step, every process's generators and the fingerprints of tokenizer and data.
+    evals = (best, last val loss, its step)."""
+    best, val, val_step = evals
+    return {"version": VERSION, "model": model.state_dict(), "model_config": model_config, "config": cfg,
+            "optimizer": opt.state_dict(), "step": step, "total_steps": total_steps, "rng": rngs,
+            "tokenizer": "tokenizer.json", "tokenizer_sha256": tok_sha, "data_sha256": data_sha, "amp": amp,
+            "best_val_loss": best, "val_loss": val, "val_step": val_step, "elapsed_s": elapsed_s}
+
+
+def restore(ckpt, model, opt):
+    """Load a checkpoint's weights and optimizer state; return (step, best, last val loss, its step)."""
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    return ckpt["step"], ckpt["best_val_loss"], ckpt["val_loss"], ckpt.get("val_step")
+
+
+def checkpoint_path(path):
+    """A checkpoint file, or a run folder standing for the checkpoint inside it."""
+    return os.path.join(path, "ckpt.pt") if os.path.isdir(path) else path
+
+
+def load_checkpoint(path, map_location="cpu"):
+    path = checkpoint_path(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - truncated zip, pickle error, not a torch file...
+        raise ConfigError(f"checkpoint {path} cannot be read ({type(e).__name__}); it is corrupt or "
+                          "not a nanorun checkpoint") from None
+    if not isinstance(ckpt, dict) or ckpt.get("version") != VERSION or "config" not in ckpt:
+        raise ConfigError(f"checkpoint {path} is not a version-1 nanorun checkpoint")
+    return ckpt
+
+
+def check_resume_data(ckpt, cfg, titles):
+    """The data file of a resumed run begins with the titles its checkpoint was trained on."""
+    if len(titles) < cfg["num_titles"]:
+        raise ConfigError(f"checkpoint {cfg['resume']} was trained on the first {cfg['num_titles']:,} titles of "
+                          f"{ckpt['config']['data']}, but --data {cfg['data']} has only {len(titles):,}; "
+                          "resume with that run's data file")
+    if titles_sha256(titles[:cfg["num_titles"]]) != ckpt["data_sha256"]:
+        raise ConfigError(f"--data {cfg['data']} does not hold the titles checkpoint {cfg['resume']} was "
+                          "trained on; pass the same file")
+
+
+# ----------------------------------------------------------------------------------------------
+# stopping politely
 
 def catch_stop_signals():
     """Ctrl-C (SIGINT) and a polite kill (SIGTERM) no longer end the process: each appends its number to the
@@ -91,118 +266,3 @@ def catch_stop_signals():
         for s, handler in old.items():
             signal.signal(s, handler)
     return caught, restore
-
-
-def new_run_dir(cfg):
-    """A fresh folder under out_dir; an explicit name that exists is an error, never overwritten."""
-    if cfg["name"]:
-        path = os.path.join(cfg["out_dir"], cfg["name"])
-        if os.path.exists(path):
-            raise ConfigError(f"run folder {path} already exists; pick another --name, or continue it "
-                              f"with --resume {os.path.join(path, 'ckpt.pt')}")
-    else:
-        stem = f"{cfg['preset'] or cfg['opt']}-{cfg['n_layer']}L{cfg['d_model']}d-{time.strftime('%Y%m%d-%H%M%S')}"
-        path, k = os.path.join(cfg["out_dir"], stem), 1
-        while os.path.exists(path):
-            k += 1
-            path = os.path.join(cfg["out_dir"], f"{stem}-{k}")
-    os.makedirs(path)
-    return path
-
-
-def log_event(f, event, **fields):
-    """One line of the append-only JSON-lines log, flushed so a killed run keeps what it wrote."""
-    f.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
-    f.flush()
-
-
-def versions():
-    """What a run was made with, for its log; a package that is not installed is None (train.py needs no optuna)."""
-    def v(package):
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": v("numpy"),
-            "optuna": v("optuna"), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading a run's log back (plot_logs.py draws and tabulates what these return)
-
-def read_log(path):
-    """Read one run's log.jsonl into a dict of plain lists.
-
-    Returns {"name", "path", "config" (the config event), "train": [(epoch, loss in nats per token)],
-    "train_per_char": [(epoch, loss in nats per character)] or None, "evals": [(epoch, val_loss)],
-    "eval_s": [seconds from the run's start to each evaluation, or None],
-    "elapsed_s" (seconds from start to the last evaluation, or None), "end" (the end event or None)}.
-    "train_per_char" is in the unit of the validation loss; logs written before train.py logged it
-    have None there, and so does a log where only some train events carry it (a resumed old run).
-    A resumed run logs again the steps between its last checkpoint and the moment it was killed;
-    a "resume" event at step s therefore drops what was logged before it for steps after s, so
-    every step appears once. A resume whose checkpoint kept no clock (older versions) restarted it:
-    the times logged after it are not the run's, so they read None. A half-written last line (a run
-    killed mid-write) is skipped.
-    """
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    config, end, train, evals, clock_restarted = None, None, [], [], False
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                continue  # the run was killed while writing this line
-            raise ValueError(f"{path} line {i + 1} is not JSON; is this a nanorun log.jsonl?")
-        kind = event.get("event")
-        if kind == "config":
-            config = event
-        elif kind == "train":
-            train.append((event["step"], event["epoch"], event["loss"], event.get("loss_per_char")))
-        elif kind == "eval":
-            evals.append((event["step"], event["epoch"], event["val_loss"],
-                          None if clock_restarted else event.get("elapsed_s")))
-        elif kind == "resume":
-            train = [t for t in train if t[0] <= event["step"]]
-            evals = [e for e in evals if e[0] <= event["step"]]
-            end = None
-            clock_restarted = clock_restarted or event.get("elapsed_s") is None
-        elif kind == "end":
-            end = dict(event, time_s=None) if clock_restarted else event
-    if config is None:
-        raise ValueError(f"{path} has no config event; is this a nanorun log.jsonl?")
-    name = config.get("name") or os.path.basename(os.path.dirname(path))
-    per_char = None if any(t[3] is None for t in train) else [(epoch, lpc) for _, epoch, _, lpc in train]
-    return {"name": name, "path": path, "config": config,
-            "train": [(epoch, loss) for _, epoch, loss, _ in train], "train_per_char": per_char,
-            "evals": [(epoch, loss) for _, epoch, loss, _ in evals], "eval_s": [e[3] for e in evals],
-            "elapsed_s": evals[-1][3] if evals else None, "end": end}
-
-
-def final_val_loss(run):
-    """The run's final val loss: from its end event, else its last evaluation, else None."""
-    if run["end"] is not None and run["end"].get("final_val_loss") is not None:
-        return run["end"]["final_val_loss"]
-    return run["evals"][-1][1] if run["evals"] else None
-
-
-def run_time(run):
-    """Seconds the run took: from its end event, else up to its last evaluation, else None (not known).
-    A resumed run's clock goes on from its checkpoint, so this counts all of its processes."""
-    if run["end"] is not None and run["end"].get("time_s") is not None:
-        return run["end"]["time_s"]
-    return run["elapsed_s"]
-
-
-def finished(run):
-    """Whether the run ended by reaching its last step (not interrupted, stopped or diverged)."""
-    return (run["end"] or {}).get("status") == "done"
-
-
-def time_to_loss(run, target):
-    """Seconds from the start of the run to its first evaluation at or below `target`, or None."""
-    return next((s for (_, loss), s in zip(run["evals"], run["eval_s"]) if loss <= target), None)

@@ -20,11 +20,7 @@ import torch
 from tqdm import tqdm
 
 from bpe import Tokenizer
-
-
-class ConfigError(ValueError):
-    """Bad input (a file, a flag, a checkpoint): the message is one sentence that says what was wrong
-    and what to do. The command-line scripts print it as one line and exit with status 1."""
+from common import ConfigError
 
 
 # ----------------------------------------------------------------------------------------------
@@ -36,6 +32,8 @@ def read_titles(path, limit=None):
     A byte-order mark at the start of the file (Windows editors write one) is the encoding's marker,
     not part of the first title.
     """
+    if os.path.isdir(path):
+        raise ConfigError(f"--data {path} is a folder; pass --data FILE, a text file with one title per line")
     if not os.path.isfile(path):
         hint = " run `make data` to download the study's corpus, or" if path == "data/hn_titles.txt" else ""
         raise ConfigError(f"data file {path} not found:{hint} pass --data FILE with one title per line")
@@ -96,7 +94,15 @@ def get_tokenizer(train_titles, vocab_size, cache_dir, say=print):
         h.update(t.encode() + b"\n")
     path = os.path.join(cache_dir, f"bpe-{vocab_size}-{h.hexdigest()[:16]}.json")
     if os.path.exists(path):
-        return Tokenizer.load(path), path
+        try:
+            tok = Tokenizer.load(path)
+            if tok.vocab_size == vocab_size:
+                return tok, path
+            problem = f"it has {tok.vocab_size:,} tokens, not {vocab_size:,}"
+        except ValueError as e:
+            problem = str(e)
+        # a cache entry overwritten or cut short: it is only a cache, so it is rebuilt, not fatal
+        say(f"the cached tokenizer {path} is unusable ({problem}); training it again")
     say(f"training a {vocab_size:,}-token BPE on {len(train_titles):,} titles (cached in {cache_dir})...")
     t0 = time.time()
     try:
@@ -137,11 +143,25 @@ def get_batch(stream, order, i, batch_size, block_size):
     return w[:, :-1].contiguous(), w[:, 1:].contiguous()                      # (B, T), (B, T)
 
 
+def train_batches(stream, block_size, batch_size, seed, start_step=0):
+    """The global training batches from step start_step on, epoch after epoch: each epoch a fresh order of
+    the stream's windows (epoch_order), cut into batches (get_batch); the windows left over at the end of an
+    epoch, fewer than a batch, wait for the next epoch's order."""
+    n_windows = (len(stream) - 1) // block_size
+    steps_per_epoch = n_windows // batch_size
+    epoch, i = divmod(start_step, steps_per_epoch)
+    while True:
+        order = epoch_order(n_windows, seed, epoch)
+        for i in range(i, steps_per_epoch):
+            yield get_batch(stream, order, i, batch_size, block_size)  # (B, T), (B, T)
+        epoch, i = epoch + 1, 0
+
+
 # ----------------------------------------------------------------------------------------------
 # the metric: every token of a stream scored exactly once
 
 @torch.no_grad()
-def stream_nats(model, stream, block_size, batch_size, device, amp=False, shard=(0, 1), progress=False):
+def stream_nats(model, stream, block_size, batch_size, device, shard=(0, 1), progress=False):
     """Summed cross-entropy (nats) of stream[1:], each token given what precedes it within its window.
 
     Windows of block_size targets tile the stream; the last one is padded with target -1 (not scored)
@@ -159,8 +179,7 @@ def stream_nats(model, stream, block_size, batch_size, device, amp=False, shard=
     rank, world = shard
     total = 0.0
     for b in tqdm(range(rank, n_batches, world), desc="scoring", disable=not progress, leave=False):
-        with torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16, enabled=amp):
-            _, loss = model(x[b].to(device), y[b].to(device))
+        _, loss = model(x[b].to(device), y[b].to(device))  # fp32, unless the caller autocasts around it
         total += loss.float().item() * (y[b] != -1).sum().item()            # mean -> sum
     model.train(was_training)
     return total

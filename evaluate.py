@@ -1,7 +1,7 @@
 """
 Score trained checkpoints on the held-out test titles and print the study's Table 1 in Markdown.
 
-The test titles are the ones right after each run's first --num_titles (its training and validation
+The test titles are the ones right after each run's first num_titles titles (its training and validation
 titles) in the run's data file: train.py never trains, validates or tunes on them. The metric is the
 study's: summed cross-entropy of every test token (nats) / characters of "<eos>".join(titles) + "<eos>",
 so models with different tokenizers compare; perplexity is exp(loss) per character.
@@ -19,10 +19,10 @@ import time
 import torch
 
 import speed
-import train
 from bpe import Tokenizer
 from checkpoint import checkpoint_path, file_sha256, load_checkpoint
-from dataset import ConfigError, read_titles, split_titles, stream_nats, text_chars, title_stream, titles_sha256
+from common import ConfigError
+from dataset import read_titles, split_titles, stream_nats, text_chars, title_stream, titles_sha256
 from gpt import GPT, GPTConfig, sample_titles, visible
 
 # -----------------------------------------------------------------------------
@@ -76,6 +76,10 @@ def held_out_titles(ckpt, path, data=None, test_titles=None):
                           f"after its first {c['num_titles']:,} were never trained on, so score it on them "
                           "with --test_titles N")
     titles = read_titles(data, limit=c["num_titles"] + n_test)
+    if len(titles) < c["num_titles"]:
+        raise ConfigError(f"{data} has {len(titles):,} titles, but run {path} trained and validated on the first "
+                          f"{c['num_titles']:,} of its data and tests on the ones after; pass --data with that "
+                          "run's data file, or a longer file that begins with the same titles")
     train_titles, val_titles, test = split_titles(titles, c["num_titles"], c["val_frac"], n_test)
     # the same fingerprint train.py stores: proof that the test titles were never trained on
     if "data_sha256" in ckpt:
@@ -98,12 +102,16 @@ def evaluate(path, data=None, device="cpu", batch_size=None, amp=False, test_tit
     t0 = time.time()
     stream = title_stream(tok, titles)  # <eos> + every title's ids and <eos>: encoded once
     chars = text_chars(titles)
-    loss = stream_nats(model, stream, block_size, batch_size or ckpt["config"]["batch_size"], device, amp,
-                       progress=progress) / chars
+    with speed.autocast(device, amp):
+        nats = stream_nats(model, stream, block_size, batch_size or ckpt["config"]["batch_size"], device,
+                           progress=progress)
+    loss = nats / chars
     seconds = time.time() - t0
     return {"checkpoint": path, "data": data, "params": model.num_params(), "test_titles": len(titles),
             "chars": chars, "loss": loss, "perplexity": math.exp(loss),
             "tokens_per_char": (len(stream) - 1) / chars, "val_loss": ckpt.get("val_loss"),
+            # a checkpoint saved before its run's last step (interrupted, or train.py --max_steps N) is marked unfinished
+            "unfinished": ckpt["step"] < ckpt.get("total_steps", ckpt["step"]),
             "time_s": seconds, "model": model, "tokenizer": tok}
 
 
@@ -114,19 +122,22 @@ def markdown_table(rows):
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         val = "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
-        lines.append(f"| {r['checkpoint']} | {r['params']:,} | {r['test_titles']:,} | {r['loss']:.4f} "
+        lines.append(f"| {r['checkpoint']}{' *' if r.get('unfinished') else ''} | {r['params']:,} | {r['test_titles']:,} | {r['loss']:.4f} "
                      f"| {r['perplexity']:.4f} | {r['tokens_per_char']:.4f} | {val} | {r['time_s']:.1f} s |")
+    if any(r.get("unfinished") for r in rows):
+        lines.append("\n\\* unfinished: the checkpoint was saved before its run's last step (interrupted, or "
+                     "stopped by train.py --max_steps N); resume it with python train.py --resume RUN")
     return "\n".join(lines)
 
 
 # -----------------------------------------------------------------------------
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints (runs/NAME/ckpt.pt) or run folders")
     parser.add_argument("--data", default=None, help="titles file (default: each run's own --data)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+    parser.add_argument("--device", default="auto", choices=speed.DEVICES,
                         help="auto: CUDA, then MPS, then CPU (default: %(default)s)")
     parser.add_argument("--test_titles", type=int, default=None,
                         help="score on this many titles after each run's training and validation titles "
@@ -141,6 +152,11 @@ def main(argv=None):
                         help="sampling temperature; 0 is greedy (default: %(default)s)")
     parser.add_argument("--top_k", type=int, default=None, help="sample from the k likeliest tokens (default: all)")
     parser.add_argument("--seed", type=int, default=1337, help="seed for sampling (default: %(default)s)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     for bad, msg in ((args.batch_size is not None and args.batch_size < 1, "--batch_size must be at least 1"),
                      (args.sample < 0, "--sample must not be negative"),
@@ -151,28 +167,35 @@ def main(argv=None):
             sys.exit(f"error: {msg}.")
 
     try:
-        device = train.pick_device(args.device)
+        device = speed.pick_device(args.device)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     rows, skipped = [], []
-    for path in args.checkpoints:  # a checkpoint that cannot be scored is reported; the others still are
-        try:
-            r = evaluate(path, args.data, device, args.batch_size, args.amp, args.test_titles, progress=True)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            skipped.append(path)
-            continue
-        model, tok = r.pop("model"), r.pop("tokenizer")
-        rows.append(r)
-        if args.sample:
-            print(f"{path}:")
-            torch.manual_seed(args.seed)
-            for title in sample_titles(model, tok, args.sample, device, args.prompt, args.temperature, args.top_k):
-                print("  " + visible(title))
-        del model  # one model in memory at a time
+    interrupted = False
+    try:
+        for path in args.checkpoints:  # a checkpoint that cannot be scored is reported; the others still are
+            try:
+                r = evaluate(path, args.data, device, args.batch_size, args.amp, args.test_titles, progress=True)
+            except ConfigError as e:
+                print(f"error: {e}", file=sys.stderr)
+                skipped.append(path)
+                continue
+            model, tok = r.pop("model"), r.pop("tokenizer")
+            rows.append(r)
+            if args.sample:
+                print(f"{path}:")
+                torch.manual_seed(args.seed)
+                for title in sample_titles(model, tok, args.sample, device, args.prompt, args.temperature, args.top_k):
+                    print("  " + visible(title))
+            del model  # one model in memory at a time
+    except KeyboardInterrupt:  # Ctrl-C: show what was scored so far, then stop like an interrupted program
+        interrupted = True
     if rows:
         print(f"Held-out test titles of {', '.join(sorted({r['data'] for r in rows}))}; loss in nats per character.\n")
         print(markdown_table(rows))
+    if interrupted:
+        print(f"\ninterrupted after scoring {len(rows)} of {len(args.checkpoints)} checkpoints", file=sys.stderr)
+        sys.exit(130)
     if skipped:
         sys.exit(f"error: {len(skipped)} of {len(args.checkpoints)} checkpoints could not be scored (see above)")
 

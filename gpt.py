@@ -12,7 +12,7 @@ weights with the token embedding. Ideas from Radford et al. 2019 (GPT-2) and Vas
 
 The model is written for reading: attention is the formula, dropout is nn.Dropout. speed.py swaps in
 faster equivalents per device (a fused attention kernel on GPUs, cheaper dropout masks on CPU) and
-bench.py times it: `python bench.py --what model`.
+bench.py times it: `python bench.py model`.
 """
 
 import math

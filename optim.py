@@ -3,11 +3,11 @@ The study's optimizers and learning-rate schedules, written out by hand.
 
 SGD with momentum (Polyak 1964; Nesterov as in Sutskever et al. 2013), AdamW (Loshchilov & Hutter 2019),
 SAM (Foret et al. 2021) and its adaptive form ASAM (Kwon et al. 2021) wrapped around any of them,
-and Muon (Jordan et al. 2024) for the weight matrices inside the transformer blocks. SGD and AdamW
-update whole lists of tensors at once with torch._foreach_* ops, like PyTorch's own foreach path.
+and Muon (Jordan et al. 2024) for the weight matrices inside the transformer blocks. Every update is a
+plain loop over the parameters, one tensor at a time, so each line reads as the paper's equation.
 
-    python -m pytest -q test_all.py     # checked against torch.optim.SGD / AdamW / Muon and by hand
-    python bench.py --what adamw        # one AdamW step, hand-written vs torch.optim.AdamW
+    python -m pytest -q test_all.py -k "sgd or adamw or sam or muon"   # against torch.optim and by hand
+    python bench.py adamw       # AdamW per tensor (as here) vs torch's multi-tensor foreach, in a step's share
 """
 
 import math
@@ -24,45 +24,11 @@ ASAM_RHO = 0.5
 
 
 # -----------------------------------------------------------------------------
-# SGD and AdamW: the update rules as functions on lists of tensors
-
-def sgd_update(params, grads, bufs, *, lr, momentum, dampening, weight_decay, nesterov):
-    """One SGD step in place. bufs holds each param's momentum buffer or None before its first step
-    (then the buffer starts as the gradient itself, as in PyTorch); new buffers are written back into bufs."""
-    if weight_decay != 0:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)   # g <- g + wd * w  (L2, coupled)
-    if momentum != 0:
-        old = [i for i, buf in enumerate(bufs) if buf is not None]
-        if old:
-            old_bufs = [bufs[i] for i in old]
-            torch._foreach_mul_(old_bufs, momentum)                     # b <- m b + (1 - dampening) g
-            torch._foreach_add_(old_bufs, [grads[i] for i in old], alpha=1 - dampening)
-        for i, buf in enumerate(bufs):
-            if buf is None:
-                bufs[i] = grads[i].detach().clone()                     # first step: b = g, undampened
-        if nesterov:
-            grads = torch._foreach_add(grads, bufs, alpha=momentum)      # look ahead: g + m * b
-        else:
-            grads = bufs
-    torch._foreach_add_(params, grads, alpha=-lr)                       # w <- w - lr * step
-
-
-def adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, weight_decay):
-    """One AdamW step in place (Loshchilov & Hutter 2019, Algorithm 2). steps[i] is the step number
-    t >= 1 of params[i], used for the bias corrections."""
-    if weight_decay != 0:
-        torch._foreach_mul_(params, 1 - lr * weight_decay)     # decoupled decay: w <- w - lr * wd * w
-    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)           # m <- beta1 m + (1 - beta1) g
-    torch._foreach_mul_(exp_avg_sqs, beta2)                    # v <- beta2 v + (1 - beta2) g^2
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-    # m and v start at 0, so early on they are biased towards 0: divide by (1 - beta^t)
-    bias_correction1 = [1 - beta1 ** t for t in steps]
-    bias_correction2 = [1 - beta2 ** t for t in steps]
-    denom = torch._foreach_sqrt(exp_avg_sqs)                   # sqrt(v_hat) + eps
-    torch._foreach_div_(denom, [math.sqrt(bc) for bc in bias_correction2])
-    torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, [-lr / bc for bc in bias_correction1])  # w <- w - lr m_hat / denom
-
+# SGD and AdamW, one tensor at a time
+#
+# Measured (python bench.py adamw, NOTES.md): updating all tensors at once with torch._foreach_* ops, as
+# torch.optim.AdamW(foreach=True) does, saves less than 1% of a training step on this CPU, so there is no
+# multi-tensor path here.
 
 def groups_with_grads(opt):
     """(group, the group's params that have a gradient) for each param group that has any."""
@@ -70,21 +36,6 @@ def groups_with_grads(opt):
         params = [p for p in group["params"] if p.grad is not None]
         if params:
             yield group, params
-
-
-def adamw_group_step(opt, group, params):
-    """One AdamW update of one param group's params (those with a gradient); state made on first use."""
-    states = [opt.state[p] for p in params]
-    for p, state in zip(params, states):
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
-        state["step"] += 1
-    beta1, beta2 = group["betas"]
-    adamw_update(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                 [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
-                 lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
 
 
 def closure_loss(closure):
@@ -119,14 +70,48 @@ class SGD(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure_loss(closure)
         for group, params in groups_with_grads(self):
-            grads = [p.grad for p in params]
-            bufs = [self.state[p].get("momentum_buffer") for p in params]
-            sgd_update(params, grads, bufs, lr=group["lr"], momentum=group["momentum"],
-                       dampening=group["dampening"], weight_decay=group["weight_decay"], nesterov=group["nesterov"])
-            if group["momentum"] != 0:
-                for p, buf in zip(params, bufs):
-                    self.state[p]["momentum_buffer"] = buf
+            lr, mu, wd, dampening = group["lr"], group["momentum"], group["weight_decay"], group["dampening"]
+            for p in params:
+                g = p.grad
+                if wd != 0:
+                    g = g.add(p, alpha=wd)                  # L2, coupled: g <- g + wd w
+                if mu != 0:
+                    # heavy ball (Polyak 1964) in torch.optim.SGD's form: b <- mu b + (1 - dampening) g,
+                    # w <- w - lr b. Sutskever et al. 2013 (eq. 1) keep lr inside b: the same for a constant lr
+                    state = self.state[p]
+                    buf = state.get("momentum_buffer")
+                    if buf is None:
+                        buf = state["momentum_buffer"] = g.detach().clone()  # first step: b = g, undampened
+                    else:
+                        buf.mul_(mu).add_(g, alpha=1 - dampening)
+                    # Nesterov (Sutskever et al. 2013, eq. 3-4) as torch writes it: step along g + mu b
+                    g = g.add(buf, alpha=mu) if group["nesterov"] else buf
+                p.add_(g, alpha=-lr)                        # w <- w - lr g
         return loss
+
+
+def adamw_update(p, state, group):
+    """One AdamW step of p, in place, with its gradient p.grad (Loshchilov & Hutter 2019, Algorithm 2).
+    state holds p's step count t and moments m, v, made here on the first step. The operations and their
+    order are torch.optim.AdamW's, so the numbers are too."""
+    lr, wd, eps, (beta1, beta2) = group["lr"], group["weight_decay"], group["eps"], group["betas"]
+    if not state:
+        state["step"] = 0
+        state["exp_avg"] = torch.zeros_like(p)
+        state["exp_avg_sq"] = torch.zeros_like(p)
+    state["step"] += 1
+    t, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
+    # line 12, the decay part, done first: w <- w - lr wd w. Decoupled: it never enters m or v. (The paper
+    # scales it by the schedule multiplier eta_t alone; torch and this file by lr, which includes it.)
+    p.mul_(1 - lr * wd)
+    m.lerp_(g, 1 - beta1)                                   # line 7: m <- beta1 m + (1 - beta1) g
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)           # line 8: v <- beta2 v + (1 - beta2) g^2
+    # lines 9-10: m and v start at 0, so early on they are biased towards 0; unbias them:
+    # m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t)
+    bias_correction1, bias_correction2 = 1 - beta1 ** t, 1 - beta2 ** t
+    # line 12: w <- w - lr m_hat / (sqrt(v_hat) + eps), with sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t)
+    denom = (v.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+    p.addcdiv_(m, denom, value=-lr / bias_correction1)
 
 
 class AdamW(torch.optim.Optimizer):
@@ -144,7 +129,8 @@ class AdamW(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure_loss(closure)
         for group, params in groups_with_grads(self):
-            adamw_group_step(self, group, params)
+            for p in params:
+                adamw_update(p, self.state[p], group)
         return loss
 
 
@@ -185,26 +171,20 @@ class SAM(torch.optim.Optimizer):
     @torch.no_grad()
     def first_step(self, zero_grad=False):
         """Move every parameter with a gradient from w to w + e, keeping a copy of w to come back to."""
-        groups = []
-        for group, params in groups_with_grads(self):
-            grads = [p.grad for p in params]
-            if group["adaptive"]:
-                grads = torch._foreach_mul(grads, params)          # w g  (ASAM's T_w g with T_w = |w|)
-            groups.append((group, params, grads))
-        norms = [n for _, _, grads in groups for n in torch._foreach_norm(grads)]
-        if not norms:
+        groups = list(groups_with_grads(self))
+        if not groups:
             raise RuntimeError("SAM.first_step found no gradients: call loss.backward() before it.")
-        grad_norm = torch.linalg.vector_norm(torch.stack(norms))    # ||g|| or ||w g||, all parameters together
+        # ||g|| (SAM) or ||w g|| (ASAM: T_w g with T_w = |w|), all parameters together (Foret et al. eq. 2)
+        norms = [(p.grad * p if group["adaptive"] else p.grad).norm() for group, params in groups for p in params]
+        grad_norm = torch.linalg.vector_norm(torch.stack(norms))
         self.perturbed = []
-        for group, params, grads in groups:
-            e = torch._foreach_mul(grads, params) if group["adaptive"] else grads   # w^2 g  or  g
-            e = torch._foreach_mul(e, group["rho"] / (grad_norm + 1e-12))
+        for group, params in groups:
+            scale = group["rho"] / (grad_norm + 1e-12)
             for p in params:
-                if "w" not in self.state[p]:
-                    self.state[p]["w"] = torch.empty_like(p)
-            torch._foreach_copy_([self.state[p]["w"] for p in params], params)
-            torch._foreach_add_(params, e)                          # w -> w + e
-            self.perturbed += params
+                e = (p.grad * p * p if group["adaptive"] else p.grad) * scale   # rho w^2 g / ||w g||  or  rho g / ||g||
+                self.state[p]["w"] = p.clone()
+                p.add_(e)                                                   # w -> w + e
+                self.perturbed.append(p)
         if zero_grad:
             self.zero_grad()
 
@@ -214,7 +194,8 @@ class SAM(torch.optim.Optimizer):
         base optimizer step with the gradient now in p.grad: the one taken at w + e."""
         if self.perturbed is None:
             raise RuntimeError("SAM.second_step called without a first_step before it.")
-        torch._foreach_copy_(self.perturbed, [self.state[p]["w"] for p in self.perturbed])
+        for p in self.perturbed:
+            p.copy_(self.state[p]["w"])
         self.perturbed = None
         self.base_optimizer.step()
         if zero_grad:
@@ -319,7 +300,8 @@ class Muon(torch.optim.Optimizer):
                     p.mul_(1 - lr * wd)
                     p.add_(O, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
             else:
-                adamw_group_step(self, group, params)
+                for p in params:
+                    adamw_update(p, self.state[p], group)
         return loss
 
 

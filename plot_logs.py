@@ -1,35 +1,136 @@
 """
-Draw nanorun's run logs as one figure: validation loss, smoothed training loss and a table of
-each run's recipe (the study's Fig. 1), or print the study ladder or an ablation as a Markdown table.
+plot_logs.py: run logs drawn as one figure or printed as Markdown tables (off the reading path).
 
-Every run writes runs/<name>/log.jsonl (one JSON object per line: a "config" event, then "train",
-"eval" and finally "end" events; see train.py). This script only reads those logs. Runs whose
-configs differ only in the seed (and in settings that do not change what is learned, such as the
-run's name or device) are seeds of one recipe: the figure draws them as one mean curve in a shaded
-min-max band, and the ablation table gives them one row, mean ± spread.
+It reads logs only (runs/<name>/log.jsonl: a "config" event with the resolved flags, device and
+versions, then "train", "eval", maybe "resume", and "end"), never the code that wrote them. Runs whose
+configs differ only in the seed (or in settings that never change what is learned) are seeds of one
+recipe: one mean curve in a band from the lowest to the highest seed, one table row with mean ± spread.
+A run that stopped before its last step is marked *.
 
     python plot_logs.py                                   # runs/*/log.jsonl -> runs/figure.png
     python plot_logs.py --runs 'runs/ladder-*/*/log.jsonl' --out runs/ladder.png
-    python plot_logs.py --table --runs 'runs/ladder-cpu-*/*/log.jsonl'   # Markdown ladder table
+    python plot_logs.py --table --runs 'runs/ladder-cpu-*/*/log.jsonl'   # the study's ladder
     python plot_logs.py --ablation --runs 'runs/ablate-*/*/log.jsonl'    # one row per recipe
 """
 
 import argparse
 import glob
+import json
 import os
+import re
 import sys
 
-from checkpoint import final_val_loss, finished, read_log, run_time, time_to_loss
+from common import atomic_file, seconds
 
 # -----------------------------------------------------------------------------
-# helpers for the figure (reading a log is checkpoint.read_log, beside the code that writes it)
+# reading a run's log back
 
+def read_log(path):
+    """One run's log.jsonl as {"name", "path", "config" (the config event), "train": [(epoch, nats/token)],
+    "train_per_char": [(epoch, nats/char)] or None (older logs), "evals": [(epoch, val_loss)], "eval_s":
+    [seconds from the start to each evaluation, or None], "elapsed_s" (to the last one), "end" (or None)}.
+    A "resume" event at step s drops what was logged before it for later steps (they are logged again);
+    one without a clock (an older checkpoint's) restarted it, so the times after it read None."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    config, end, train, evals, clock_restarted = None, None, [], [], False
+    for i, line in enumerate(lines):
+        try:
+            event = json.loads(line) if line.strip() else {}
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) and i < len(lines) - 1:
+            raise ValueError(f"{path} line {i + 1} is not JSON; is it a nanorun log.jsonl? (a run killed "
+                             "mid-write, then resumed, leaves half a line: delete that line)")
+        if not isinstance(event, dict):  # the last line, half written: the run was killed mid-write
+            print(f"warning: {path} ends in a half-written line (a run killed mid-write); skipped", file=sys.stderr)
+        elif event.get("event") == "config":
+            config = event
+        elif event.get("event") == "train":
+            train.append((event["step"], event["epoch"], event["loss"], event.get("loss_per_char")))
+        elif event.get("event") == "eval":
+            evals.append((event["step"], event["epoch"], event["val_loss"],
+                          None if clock_restarted else event.get("elapsed_s")))
+        elif event.get("event") == "resume":
+            train = [t for t in train if t[0] <= event["step"]]
+            evals = [e for e in evals if e[0] <= event["step"]]
+            end, clock_restarted = None, clock_restarted or event.get("elapsed_s") is None
+        elif event.get("event") == "end":
+            end = dict(event, time_s=None) if clock_restarted else event
+    if config is None:
+        raise ValueError(f"{path} has no config event; is it a nanorun log.jsonl?")
+    config.setdefault("config", {})
+    per_char = None if any(t[3] is None for t in train) else [(epoch, lpc) for _, epoch, _, lpc in train]
+    return {"name": config.get("name") or os.path.basename(os.path.dirname(path)), "path": path,
+            "config": config, "train": [(epoch, loss) for _, epoch, loss, _ in train], "train_per_char": per_char,
+            "evals": [(epoch, loss) for _, epoch, loss, _ in evals], "eval_s": [e[3] for e in evals],
+            "elapsed_s": evals[-1][3] if evals else None, "end": end}
+
+def final_val_loss(run):
+    """The run's final val loss: from its end event, else its last evaluation, else None."""
+    end = (run["end"] or {}).get("final_val_loss")
+    return end if end is not None else run["evals"][-1][1] if run["evals"] else None
+
+def run_time(run):
+    """Seconds the run took (a resumed run's clock goes on from its checkpoint), or None: not known."""
+    return (run["end"] or {}).get("time_s") or run["elapsed_s"]
+
+def finished(run):
+    """Whether the run ended "done" at the config event's total_steps (--max_steps ends "done" earlier).
+
+    >>> finished({"config": {"total_steps": 17}, "end": {"status": "done", "steps": 10}})
+    False
+    """
+    end = run["end"] or {}
+    return end.get("status") == "done" and end.get("steps", 0) >= (run["config"].get("total_steps") or 0)
+
+# -----------------------------------------------------------------------------
+# seeds of one recipe: one group, one mean curve, one row
+
+# Settings that name, place, show or time a run but never change what it learns (evaluation only reads
+# the model; only evaluate.py reads the test titles). The data counts by its sha256, not by its path.
+NOT_RECIPE = {"seed", "preset", "name", "out_dir", "resume", "progress", "sample", "log_every",
+              "evals_per_epoch", "device", "compile", "test_titles", "data"}
+
+def group_runs(runs):
+    """The runs as lists of seeds of one recipe (equal configs less NOT_RECIPE, equal data), in order.
+
+    >>> run = lambda seed, lr: {"config": {"config": {"seed": seed, "lr": lr, "data": "t.txt"}}}
+    >>> [[r["config"]["config"]["seed"] for r in g] for g in group_runs([run(1, 1e-3), run(1, 3e-3), run(2, 1e-3)])]
+    [[1, 2], [1]]
+    """
+    keys = [dict({k: v for k, v in r["config"]["config"].items() if k not in NOT_RECIPE},
+                 data=(r["config"].get("data") or {}).get("sha256") or r["config"]["config"].get("data")) for r in runs]
+    return [[run for run, k in zip(runs, keys) if k == key] for i, key in enumerate(keys) if key not in keys[:i]]
+
+def recipe_labels(configs):
+    """Each recipe's preset ("defaults" without one) and the flags of train.py in which it differs from the
+    first recipe of that preset, the row an ablation compares with (make ablate puts plain step6 first).
+
+    >>> recipe_labels([{"preset": "step6", "opt": "asam", "rope": True}, {"preset": "step6", "opt": "adamw"}])
+    ['step6', 'step6 --opt adamw']
+    """
+    first, labels = {}, []
+    for c in configs:
+        base = first.setdefault(c.get("preset"), c)
+        changed = {k: v for k, v in c.items() if (k not in NOT_RECIPE or k == "data") and v != base.get(k, v)}
+        labels.append(" ".join([c.get("preset") or "defaults"] + [
+            f"--{k}" if v is True else f"--no-{k}" if v is False else f"--{k} {v}" for k, v in changed.items()]))
+    return labels
+
+def band(curves):
+    """Mean, lowest and highest value across curves [(epoch, value), ...] at the epochs all of them reached.
+
+    >>> band([[(0.5, 2.0), (1.0, 1.0)], [(0.5, 4.0), (1.0, 3.0), (1.5, 2.0)]])
+    ([0.5, 1.0], [3.0, 2.0], [2.0, 1.0], [4.0, 3.0])
+    """
+    epochs = sorted(set.intersection(*[{e for e, _ in c} for c in curves]))
+    values = [[dict(c)[e] for c in curves] for e in epochs]
+    return epochs, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
 
 def smooth(values, beta=0.9):
     """Exponential moving average with bias correction (the first values are not pulled to 0).
 
-    >>> smooth([2.0, 2.0, 2.0])
-    [2.0, 2.0, 2.0]
     >>> smooth([0.0, 2.0], beta=0.5)
     [0.0, 1.3333333333333333]
     """
@@ -39,507 +140,205 @@ def smooth(values, beta=0.9):
         out.append(ema / (1 - beta**t))
     return out
 
-
-def push_apart(ys, gap, lo=float("-inf")):
-    """Label heights for values `ys`: each at least `gap` above the next lower one and at least `lo`.
-
-    Labels only move up, so each stays level with or above its point.
-
-    >>> push_apart([1.0, 1.01, 2.0], gap=0.1)
-    [1.0, 1.1, 2.0]
-    """
-    out, last = [0.0] * len(ys), lo - gap
-    for i in sorted(range(len(ys)), key=lambda i: ys[i]):
-        out[i] = last = max(ys[i], last + gap)
-    return out
-
-
 # -----------------------------------------------------------------------------
-# seeds of one recipe: one group, one mean curve, one row
+# table cells
 
-# Settings that name, place, show or time a run, or pick how fast it runs, but never change what it
-# learns: runs that differ only in these (and the seed) are seeds of one recipe. Evaluation only
-# reads the model, so how often it runs does not count; only evaluate.py reads the test titles.
-# The data file counts by its contents (its sha256, when the log has it), not by its path.
-NOT_RECIPE = {"seed", "preset", "name", "out_dir", "resume", "progress", "sample", "log_every",
-              "evals_per_epoch", "device", "compile", "test_titles", "data"}
-
-
-def recipe(config, data_sha256=None):
-    """What decides what a run learns: its config less NOT_RECIPE, plus its data by fingerprint.
-
-    >>> recipe({"lr": 3e-4, "seed": 1, "name": "a", "data": "t.txt"}, data_sha256="9f2c")
-    {'lr': 0.0003, 'data': '9f2c'}
-    >>> recipe({"lr": 3e-4, "seed": 2, "name": "b", "data": "t.txt"})  # an older log: the path
-    {'lr': 0.0003, 'data': 't.txt'}
-    """
-    out = {k: v for k, v in config.items() if k not in NOT_RECIPE}
-    out["data"] = data_sha256 or config.get("data")
-    return out
-
-
-def group_by_recipe(recipes):
-    """Indices of equal recipes, grouped, in the order each recipe first appears.
-
-    >>> group_by_recipe([{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 1e-3}, {"lr": 1e-3}])
-    [[0, 2, 3], [1]]
-    """
-    keys, groups = [], []
-    for i, r in enumerate(recipes):
-        if r in keys:
-            groups[keys.index(r)].append(i)
-        else:
-            keys.append(r)
-            groups.append([i])
-    return groups
-
-
-def group_runs(runs, defaults=None):
-    """The runs (read_log dicts) as lists of seeds of one recipe, in the order the runs are given. A setting
-    newer than a log takes its value from `defaults` (train.defaults()), which is what older versions did."""
-    recipes = [recipe({**(defaults or {}), **r["config"].get("config", {})},
-                      (r["config"].get("data") or {}).get("sha256")) for r in runs]
-    return [[runs[i] for i in group] for group in group_by_recipe(recipes)]
-
-
-def band(curves):
-    """Mean, lowest and highest value across curves [(epoch, value), ...] at the epochs all of them
-    reached (a run that stopped early shortens its group's curve).
-
-    >>> band([[(0.5, 2.0), (1.0, 1.0)], [(0.5, 4.0), (1.0, 3.0), (1.5, 2.0)]])
-    ([0.5, 1.0], [3.0, 2.0], [2.0, 1.0], [4.0, 3.0])
-    """
-    common = set.intersection(*[{e for e, _ in c} for c in curves]) if curves else set()
-    epochs = sorted(common)
-    at = [dict(c) for c in curves]
-    values = [[a[e] for a in at] for e in epochs]
-    return epochs, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
-
-
-def mean_spread(values):
-    """A few seeds' results as one cell: mean ± spread, the spread being max - min; one seed as it is.
-
-    >>> mean_spread([1.40, 1.42, 1.41])
-    '1.4100 ± 0.0200'
-    >>> mean_spread([1.3])
-    '1.3000'
-    """
-    mean = sum(values) / len(values)
-    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {max(values) - min(values):.4f}"
-
-
-def flags(config, base):
-    """The settings in which `config` differs from `base`, written as the flags of train.py that
-    give them, in config order; settings in NOT_RECIPE are left out, except the data file.
-
-    >>> flags({"opt": "adamw", "lr": 3e-4, "wd_all": False, "seed": 7},
-    ...       {"opt": "asam", "lr": 3e-4, "wd_all": True})
-    ['--opt adamw', '--no-wd_all']
-    """
-    out = []
-    for k, v in config.items():
-        if (k in NOT_RECIPE and k != "data") or k not in base or v == base[k]:
-            continue
-        value = _g(v) if isinstance(v, float) else str(v)
-        out.append(f"--{k}" if v is True else f"--no-{k}" if v is False else f"--{k} {value}")
-    return out
-
-
-def preset_of(config, presets, defaults):
-    """The preset whose recipe `config` is (whatever data it read), else the preset it was started from.
-
-    >>> presets = {"step6": {"flags": {"opt": "asam"}}, "nanorun": {"flags": {"opt": "muon"}}}
-    >>> preset_of({"preset": "step6", "opt": "muon", "data": "t.txt"}, presets, {"data": "d.txt"})
-    'nanorun'
-    """
-    for name, p in presets.items():
-        if not [f for f in flags(config, dict(defaults, **p["flags"])) if not f.startswith("--data ")]:
-            return name
-    return config.get("preset")
-
-
-def recipe_labels(configs, presets, defaults):
-    """Name each recipe by its preset (preset_of; "defaults" without one) and the flags that differ from it.
-
-    Flags that every recipe has (the scale the runs were trained at, say) would repeat on every
-    label: they are left out of the labels and returned once. `presets` is train.PRESETS and
-    `defaults` train.defaults().
-
-    >>> base = {"opt": "asam", "rho": None, "epochs": 7}
-    >>> recipe_labels([{"preset": "step6", "opt": "asam", "rho": None, "epochs": 1},
-    ...                {"preset": "step6", "opt": "adamw", "rho": 0.5, "epochs": 1}],
-    ...               {"step6": {"flags": base}}, {})
-    (['step6', 'step6 + --opt adamw --rho 0.5'], ['--epochs 1'])
-    """
-    names = [preset_of(c, presets, defaults) for c in configs]
-    changed = [flags(c, dict(defaults, **presets[name]["flags"]) if name in presets else defaults)
-               for c, name in zip(configs, names)]
-    shared = [f for f in changed[0] if all(f in ch for ch in changed)] if changed else []
-    labels = []
-    for name, ch in zip(names, changed):
-        own = " ".join(f for f in ch if f not in shared)
-        name = name or "defaults"
-        labels.append(f"{name} + {own}" if own else name)
-    return labels, shared
-
-
-def seeds_name(group):
-    """The name a group's runs share when each is named NAME-sSEED, as make ablate names them; else None.
-
-    >>> run = lambda name, seed: {"name": name, "config": {"config": {"seed": seed}}}
-    >>> seeds_name([run("rope-s1337", 1337), run("rope-s1338", 1338)]), seeds_name([run("a-s1", 1), run("b-s2", 2)])
-    ('rope', None)
-    """
-    named = [(run["name"], f"-s{run['config'].get('config', {}).get('seed')}") for run in group]
-    bases = {name[:-len(suffix)] for name, suffix in named}
-    return bases.pop() if len(bases) == 1 and all(n.endswith(s) and n != s for n, s in named) else None
-
-
-def group_val(group):
-    """A group's final val loss as mean ± spread, marked * when one of its runs is unfinished."""
-    done = all(map(finished, group))
-    return mean_spread([final_val_loss(r) for r in group]) + ("" if done else " *")
-
-
-# -----------------------------------------------------------------------------
-# the meta table (one row per run)
-
+UNFINISHED = "* unfinished: the run stopped before its last step (interrupted, diverged or --max_steps); " \
+             "its last evaluation is counted."
 
 def _g(x):
-    """Compact number for a table cell.
+    """A number or a count for a table cell.
 
-    >>> _g(0.0003), _g(0.2012), _g(None)
-    ('3e-04', '0.2012', '-')
+    >>> _g(0.0003), _g(0.2012), _g(100000), _g(2560128), _g(None), _g("t.txt")
+    ('3e-04', '0.2012', '100,000', '2.56M', '-', 't.txt')
     """
-    return "-" if x is None else f"{x:.0e}" if isinstance(x, float) and 0 < abs(x) < 1e-3 else f"{x:g}"
+    if x is None or isinstance(x, (str, bool)):
+        return "-" if x is None else str(x)
+    return (f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x:,}") if isinstance(x, int) else \
+        f"{x:.0e}" if 0 < abs(x) < 1e-3 else f"{x:g}"
 
+def device_name(event):
+    """The device a run trained on, by name, and whether its matmuls ran in bf16, from its config event.
 
-def _count(n):
-    """Parameter count for a table cell.
-
-    >>> _count(27172864), _count(24416), _count(None)
-    ('27.17M', '24.4k', '-')
+    >>> device_name({"device": "cuda", "amp": True, "versions": {"gpu": "NVIDIA H200"}}), \\
+    ...     device_name({"device": "cpu", "amp": False, "versions": {"gpu": None, "cpu": "AMD EPYC"}})
+    ('NVIDIA H200 bf16', 'AMD EPYC fp32')
     """
-    return "-" if not n else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+    v, device = event.get("versions") or {}, str(event.get("device", "-"))
+    name = (v.get("gpu") if device.startswith("cuda") else v.get("cpu")) or device  # older logs: "cpu"
+    return name + {True: " bf16", False: " fp32"}.get(event.get("amp"), "")
 
+def group_val(group):
+    """A group's final val loss, mean ± spread (max - min) over its seeds, * when one is unfinished.
 
-def _time(t):
-    """Seconds for a table cell.
-
-    >>> _time(59.6), _time(150.0), _time(None)
-    ('60 s', '2.5 min', '-')
+    >>> run = lambda loss, status: {"evals": [], "config": {}, "end": {"status": status, "final_val_loss": loss}}
+    >>> group_val([run(1.40, "done"), run(1.42, "done")]), group_val([run(1.3, "interrupted")])
+    ('1.4100 ± 0.0200', '1.3000 *')
     """
-    return "-" if t is None else f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"
-
-
-def meta_row(run):
-    """The study's Fig. 1 columns for one run, as strings."""
-    c, ev = run["config"].get("config", {}), run["config"]
-    shape = f"{c.get('n_layer')}L {c.get('n_head')}H {c.get('d_model')}d b{c.get('block_size')}"
-    n_params = ev.get("n_params")
-    final = final_val_loss(run)
-    return [run["name"], c.get("opt", "-"), shape, _g(c.get("vocab_size")), _g(c.get("dropout")),
-            _g(c.get("lr")), c.get("schedule", "-"), _g(c.get("weight_decay")), _g(c.get("min_lr")),
-            _g(c.get("warmup_ratio")), _g(c.get("epochs")), _count(n_params),
-            str(ev.get("device", "-")) + (" bf16" if ev.get("amp") else ""),
-            "-" if final is None else f"{final:.4f}" + ("" if finished(run) else " *")]
-
-
-META_COLUMNS = ["run", "opt", "shape", "vocab", "dropout", "lr", "schedule", "wd", "min_lr", "warm-up", "epochs",
-                "params", "device", "final val loss"]
+    finals = [final_val_loss(r) for r in group]
+    if None in finals:
+        return "-"
+    mean = sum(finals) / len(finals)
+    cell = f"{mean:.4f}" if len(finals) == 1 else f"{mean:.4f} ± {max(finals) - min(finals):.4f}"
+    return cell + ("" if all(map(finished, group)) else " *")
 
 # -----------------------------------------------------------------------------
 # the figure
 
-
 def figure(groups, labels):
-    """Draw val loss, smoothed train loss and the meta table; return the matplotlib figure.
+    """The study's Fig. 1: val loss and smoothed train loss of `groups` (group_runs) named `labels`, a colour a
+    group, seeds as their mean in a band from the lowest to the highest; the legend gives the final val loss."""
+    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no window, no global list of open figures
 
-    `groups` are lists of runs, each list the seeds of one recipe (group_runs), and `labels` their
-    names. A group of one run is drawn as a line; a larger group as its mean line in a shaded band
-    from the lowest to the highest of its seeds.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.patches import Patch
-
-    n = len(groups)
     runs = [run for group in groups for run in group]
-    # one colour per group in all three panels: tab20's ten dark shades first, then its light ones
-    tab20 = plt.get_cmap("tab20").colors
-    palette = tab20[0::2] + tab20[1::2]
-    colors = [palette[i % 20] for i in range(n)]
-    table_h = 0.2 * (n + 1) + 0.3
-    fig = plt.figure(figsize=(15, 5.5 + table_h))
-    grid = fig.add_gridspec(2, 2, height_ratios=[5.5, table_h], hspace=0.25, wspace=0.32)
-    ax_val, ax_train = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
-    ax_table = fig.add_subplot(grid[1, :])
-
-    # the training loss in nats per character, the unit of the validation loss, when every run logged
-    # it; logs from before train.py did have only nats per token, and one panel holds one unit
-    per_char = all(r["train_per_char"] is not None for r in runs if r["train"])
-    key, unit, words = ("train_per_char", "nats/char", "nats per character") if per_char else \
-        ("train", "nats/token", "nats per token")
-    # the step-0 evaluation (an untrained model) would squash every curve into the bottom of the
-    # plot, so the y range starts from the first evaluation after training began
-    later = [v for run in runs for e, v in run["evals"] if e > 0] or [v for run in runs for _, v in run["evals"]]
-    finals, train_lo, train_hi = [], [], []
+    tab20 = matplotlib.colormaps["tab20"].colors  # its ten dark colours first, then the light ones
+    colors = [tab20[2 * i % 20 + i // 10 % 2] for i in range(len(groups))]
+    fig = Figure(figsize=(15, 5.5))
+    ax_val, ax_train = fig.subplots(1, 2)
+    # the train loss in the val loss's unit, nats per character, unless an older log has only nats per token
+    unit = "nats/char" if all(r["train_per_char"] is not None for r in runs if r["train"]) else "nats/token"
+    key, train_ys = "train_per_char" if unit == "nats/char" else "train", []
     for group, label, color in zip(groups, labels, colors):
         epochs, mean, lo, hi = band([run["evals"] for run in group])
-        if epochs:
-            ax_val.plot(epochs, mean, "o-", color=color, ms=3, lw=1.5)
-            if len(group) > 1:
-                ax_val.fill_between(epochs, lo, hi, color=color, alpha=0.25, lw=0)
-            noise = f" ± {hi[-1] - lo[-1]:.4f}" if len(group) > 1 else ""
-            finals.append((f"{label}  {mean[-1]:.4f}{noise}", mean[-1], epochs[-1], color))
+        ax_val.plot(epochs, mean, "o-", color=color, ms=3, label=f"{label}  {group_val(group)}")
+        if len(group) > 1:
+            ax_val.fill_between(epochs, lo, hi, color=color, alpha=0.25, lw=0)
         curves = [run[key] for run in group if run[key]]
         if not curves:
             continue
-        # An average over the last ~1/(1 - beta) points: at most a tenth of the curve, so a short
-        # run's few points are drawn as they are (beta 0) instead of being smoothed flat.
-        n_points = min(len(c) for c in curves)
-        beta = min(0.9, max(0.0, 1 - 10 / n_points))
-        smoothed = [list(zip([e for e, _ in c], smooth([v for _, v in c], beta))) for c in curves]
-        epochs, mean, lo, hi = band(smoothed)
-        ax_train.plot(epochs, mean, color=color, lw=1.2, marker="o" if len(epochs) < 20 else None, ms=3,
-                      label=label)
+        # an average over the last ~1/(1 - beta) points, at most a tenth of the curve: a short run's
+        # few points are drawn as they are (beta 0) instead of being smoothed flat
+        beta = min(0.9, max(0.0, 1 - 10 / min(map(len, curves))))
+        epochs, mean, lo, hi = band([list(zip([e for e, _ in c], smooth([v for _, v in c], beta))) for c in curves])
+        ax_train.plot(epochs, mean, "o-" if len(epochs) < 20 else "-", color=color, ms=3)
         if len(group) > 1:
             ax_train.fill_between(epochs, lo, hi, color=color, alpha=0.25, lw=0)
-        train_lo.append(min(lo))
-        train_hi.append(hi[len(hi) // 10])  # again skip the first, steep tenth
-    if train_lo:
-        pad = 0.05 * (max(train_hi) - min(train_lo)) or 0.05
-        ax_train.set_ylim(min(train_lo) - pad, max(train_hi) + pad)
-        handles, _ = ax_train.get_legend_handles_labels()
-        if any(len(group) > 1 for group in groups):
-            handles.append(Patch(color="gray", alpha=0.25, label="lowest to highest seed"))
-        ax_train.legend(handles=handles, fontsize=7, loc="best")
-    else:
-        ax_train.text(0.5, 0.5, "no training loss logged\n(the runs are shorter than --log_every steps)",
-                      transform=ax_train.transAxes, ha="center", va="center", color="gray")
-    # the epochs axis ends where the longest run ended (matplotlib would add a margin past it)
-    x_last = max((e for run in runs for e, _ in run["train"] + run["evals"]), default=0)
-    if x_last > 0:
-        ax_train.set_xlim(0, x_last)
-    if finals:
-        lo, hi = min(later), max(later)
-        pad = 0.08 * (hi - lo) or 0.05
-        ax_val.set_ylim(lo - pad, hi + pad)
-        # each group's final val loss, written at the right edge, its labels pushed apart so none
-        # overlap: one text line is 8 pt * 1.25, turned into data units by the axes' height
-        x_end = max(x for _, _, x, _ in finals)
-        line_in = 8 * 1.25 / 72
-        axes_in = ax_val.get_position().height * fig.get_figheight()
-        gap = (hi - lo + 2 * pad) * line_in / axes_in
-        y_text = push_apart([y for _, y, _, _ in finals], gap, lo=lo - pad + gap / 2)
-        ax_val.set_ylim(top=max(hi + pad, max(y_text) + gap / 2))  # room for labels pushed to the top
-        for yt, (text, y, x, color) in zip(y_text, finals):
-            ax_val.annotate(text, xy=(x, y), xytext=(x_end * 1.03, yt),
-                            color=color, fontsize=8, va="center", annotation_clip=False,
-                            arrowprops=dict(arrowstyle="-", color=color, lw=0.6, alpha=0.6))
-        # widen the x axis so the longest label fits inside it, measured as the renderer will draw it
-        renderer, font = fig.canvas.get_renderer(), FontProperties(size=8)
-        label_in = max(renderer.get_text_width_height_descent(text, font, ismath=False)[0]
-                       for text, _, _, _ in finals) / fig.dpi
-        width_in = ax_val.get_position().width * fig.get_figwidth()
-        ax_val.set_xlim(0, x_end * 1.03 / max(0.3, 1 - label_in / width_in - 0.02))
-        ax_val.set_xticks([t for t in ax_val.get_xticks() if 0 <= t <= x_end])  # no epochs past the runs
-    ax_val.set(title="validation loss (nats per character)", xlabel="epoch", ylabel="val loss (nats/char)")
-    ax_train.set(title=f"training loss ({words}, smoothed)", xlabel="epoch", ylabel=f"train loss ({unit})")
-    for ax in (ax_val, ax_train):
+        train_ys += [min(lo), hi[len(hi) // 10]]  # the first, steep tenth would squash the rest to the bottom
+    # likewise the step-0 evaluation (an untrained model): the val range starts after training began
+    val_ys = [v for run in runs for e, v in run["evals"] if e > 0] or [v for run in runs for _, v in run["evals"]]
+    for ax, ys in [(ax_val, val_ys), (ax_train, train_ys or [0, 1])]:
+        pad = 0.08 * (max(ys) - min(ys)) or 0.05
+        ax.set(ylim=(min(ys) - pad, max(ys) + pad), xlabel="epoch",  # the epochs end where the longest run ended
+               xlim=(0, max(e for run in runs for e, _ in run["train"] + run["evals"]) or 1))
         ax.grid(alpha=0.3)
-
-    ax_table.axis("off")
-    rows = []
-    for group, label in zip(groups, labels):
-        row = meta_row(group[0])
-        if len(group) > 1:  # the settings are the group's; the name and the val loss its seeds'
-            row[0], row[-1] = label, group_val(group)
-        rows.append(row)
-    columns = list(META_COLUMNS)
-    if any(row[-1].endswith("*") for row in rows):
-        columns[-1] = "final val loss (* unfinished)"
-    table = ax_table.table(cellText=rows, colLabels=columns, loc="upper center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    table.auto_set_column_width(list(range(len(META_COLUMNS))))
-    for i, color in enumerate(colors):
-        table[i + 1, 0].set_text_props(color=color, fontweight="bold")  # the group's name in its colour
-    for j in range(len(META_COLUMNS)):
-        table[0, j].set_text_props(fontweight="bold")
+    ax_val.set(title="validation loss (nats per character)", ylabel="val loss (nats/char)")
+    ax_train.set(title=f"training loss ({unit}, smoothed)", ylabel=f"train loss ({unit})")
+    notes = ["final val loss"] + ["band: lowest to highest seed"] * any(len(g) > 1 for g in groups) + \
+        ["* unfinished: stopped before its last step"] * (not all(map(finished, runs)))
+    ax_val.legend(fontsize=8, title="\n".join(notes), title_fontsize=8)
+    if not train_ys:  # every run was shorter than its --log_every
+        ax_train.text(0.5, 0.5, "no training loss logged", transform=ax_train.transAxes, ha="center", color="gray")
     return fig
-
-
-def save_png(fig, out):
-    """Write the figure to `out` and close it. Atomic: a reader (or a browser tab reloading) never
-    sees half a PNG."""
-    import matplotlib.pyplot as plt
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp{os.getpid()}"
-    try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
 
 # -----------------------------------------------------------------------------
 # the ladder table and the ablation table
 
+def scale(runs):
+    """The titles, epochs and data the runs were trained on, for a table's title."""
+    titles, epochs, data = (", ".join(sorted({_g(r["config"]["config"].get(k)) for r in runs}))
+                            for k in ("num_titles", "epochs", "data"))
+    return f"{titles} titles x {epochs} epoch{'s' * (epochs != '1')} of {data}"
 
-def ladder_table(runs, presets):
-    """Markdown table of the study's ladder: one row per run that used a preset, in preset order.
+def markdown(title, header, rows, notes=()):
+    """A Markdown table under its title, with its notes below it and what * means when a cell has one."""
+    notes = [*notes] + [UNFINISHED] * any(cell.endswith(" *") for row in rows for cell in row)
+    return "\n".join([title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(row) + " |" for row in rows] + [""] * bool(notes) + notes)
 
-    `presets` is train.PRESETS ({"step0": {"change", "study_val_loss", "flags"}, ...}).
-    The title states the scale the runs were trained at, read from their configs; the run column
-    tells apart several runs of one step.
-    """
-    order = list(presets)
-    steps = [r for r in runs if r["config"].get("config", {}).get("preset") in presets]
-    steps.sort(key=lambda r: (order.index(r["config"]["config"]["preset"]), r["config"].get("time", 0)))
-    if not steps:
-        return None
-    def scale(key, fmt="{:,}"):
-        return ", ".join(sorted({fmt.format(r["config"]["config"].get(key)) for r in steps}))
-    epochs = scale("epochs")
-    lines = [f"nanorun ladder: {scale('num_titles')} titles x {epochs} epoch{'' if epochs == '1' else 's'} "
-             f"of {scale('data', '{}')} (the study: 100,000 titles x 7 epochs)", "",
-             "| step | run | change | nanorun val loss | study val loss | time |",
-             "|---|---|---|---|---|---|"]
-    for run in steps:
-        preset = run["config"]["config"]["preset"]
-        final = final_val_loss(run)
-        loss = "-" if final is None else f"{final:.4f}" + ("" if finished(run) else " (unfinished)")
-        study = presets[preset].get("study_val_loss")
-        lines.append(f"| {preset} | {run['name']} | {presets[preset]['change']} | {loss} | {_g(study)} "
-                     f"| {_time(run_time(run))} |")
-    return "\n".join(lines)
-
-
-def ablation_table(groups, labels, shared, target=None):
-    """Markdown table of an ablation: one row per recipe (a group of seeds), in the order given.
-
-    `labels` name each group by what it changed and `shared` lists the flags all of them share
-    (recipe_labels). The val loss is the final one, as mean ± spread over the group's seeds. With a
-    `target` loss, a last column gives the mean time to the first evaluation at or below it.
-    """
-    n_runs = sum(len(group) for group in groups)
-    lines = [f"ablation: {len(groups)} recipe{'s' * (len(groups) > 1)}, {n_runs} run{'s' * (n_runs > 1)}"
-             + (f"; every run also had {' '.join(shared)}" if shared else ""), "",
-             "| # | change | val loss | seeds | params | mean time |" + (f" time to {target:g} |" if target else ""),
-             "|---|---|---|---|---|---|" + ("---|" if target else "")]
-    vals = [group_val(group) for group in groups]
-    for i, (group, label, val) in enumerate(zip(groups, labels, vals), start=1):
-        times = [t for t in map(run_time, group) if t is not None]
-        mean_time = _time(sum(times) / len(times)) if times else "-"
-        if 0 < len(times) < len(group):
-            mean_time += f" ({len(times)} of {len(group)} seeds)"  # the others' clocks are not known
-        lines.append(f"| {i} | {label} | {val} | {len(group)} | {_count(group[0]['config'].get('n_params'))} "
-                     f"| {mean_time} |" + (f" {time_to_cell(group, target)} |" if target else ""))
-    lines += ["", "val loss: final validation loss in nats per character, mean ± spread (max − min) over a "
-                  "row's seeds (one seed: its value); a difference between rows smaller than twice the "
-                  "spread is noise."]
-    if any(val.endswith("*") for val in vals):
-        lines.append("* a run of this row did not finish; its last evaluation is counted.")
-    if target:
-        lines.append(f"time to {target:g}: seconds from a run's start (tokenizer and compilation included) to "
-                     f"its first evaluation at or below {target:g}, mean over the seeds that reached it.")
-    return "\n".join(lines)
-
+def ladder_table(runs):
+    """The study's ladder: a row per run made with a preset, step0 .. step6 then the others; the change and
+    the study's number are the log's own (older logs have neither)."""
+    preset = lambda r: r["config"]["config"].get("preset")  # noqa: E731
+    steps = sorted((r for r in runs if preset(r)),
+                   key=lambda r: (not preset(r).startswith("step"), preset(r), r["config"].get("time", 0)))
+    study = [r["config"].get("preset") or {} for r in steps]
+    rows = [[preset(r), r["name"], s.get("change") or "-", group_val([r]), _g(s.get("study_val_loss")),
+             seconds(run_time(r)), device_name(r["config"])] for r, s in zip(steps, study)]
+    return markdown(f"nanorun ladder: {scale(steps)} (the study: 100,000 titles x 7 epochs)", ["step", "run",
+                    "change", "nanorun val loss", "study val loss", "time", "device"], rows) if steps else None
 
 def time_to_cell(group, target):
-    """Mean time to `target` over a group's seeds, saying how many of them reached it when not all.
+    """Mean time to a group's first evaluation at or below `target`, saying how many seeds reached it.
 
-    >>> run = lambda *pairs: {"evals": [(0, loss) for loss, _ in pairs], "eval_s": [s for _, s in pairs]}
-    >>> time_to_cell([run((1.5, 10), (1.3, 100)), run((1.3, 140))], 1.32)
-    '2.0 min'
-    >>> time_to_cell([run((1.5, 10), (1.3, 100)), run((1.4, 140))], 1.32), time_to_cell([run((1.4, 1))], 1.32)
-    ('100 s (1 of 2 seeds)', 'not reached')
+    >>> run = lambda loss, s: {"evals": [(0, 1.5), (1, loss)], "eval_s": [10, s]}
+    >>> [time_to_cell(g, 1.32) for g in ([run(1.3, 100), run(1.3, 140)], [run(1.3, 100), run(1.4, 1)], [run(1.4, 1)])]
+    ['2.0 min', '100 s (1 of 2 seeds)', 'not reached']
     """
-    reached = [run for run in group if any(loss <= target for _, loss in run["evals"])]
-    times = [time_to_loss(run, target) for run in reached]
+    times = [next(s for (_, loss), s in zip(run["evals"], run["eval_s"]) if loss <= target)
+             for run in group if any(loss <= target for _, loss in run["evals"])]
     if None in times:
         return "-"  # reached at an evaluation whose time is not known (an older log)
-    if not times:
-        return "not reached"
-    cell = _time(sum(times) / len(times))
-    return cell if len(times) == len(group) else f"{cell} ({len(times)} of {len(group)} seeds)"
+    cell = seconds(sum(times) / len(times)) if times else "not reached"
+    return cell if len(times) in (0, len(group)) else f"{cell} ({len(times)} of {len(group)} seeds)"
 
-
-# -----------------------------------------------------------------------------
-
+def ablation_table(groups, labels, target=None):
+    """An ablation: a row per recipe (group_runs) named by `labels` (recipe_labels); with a `target`, the time to it."""
+    header, rows = ["#", "change", "val loss", "seeds", "params", "mean time", "device"], []
+    for i, (group, label) in enumerate(zip(groups, labels), start=1):
+        times = [t for t in map(run_time, group) if t is not None]  # the others' clocks are not known
+        mean_time = (seconds(sum(times) / len(times)) if times else "-") + \
+            f" ({len(times)} of {len(group)} seeds)" * (0 < len(times) < len(group))
+        rows.append([str(i), label, group_val(group), str(len(group)), _g(group[0]["config"].get("n_params")),
+                     mean_time, ", ".join(sorted({device_name(run["config"]) for run in group}))]
+                    + [time_to_cell(group, target)] * bool(target))
+    header += [f"time to {target:g}"] * bool(target)
+    notes = ["change: the row's preset and the flags in which it differs from the first row of that preset.",
+             "val loss: final validation loss in nats per character, mean ± spread (max − min) over a row's seeds "
+             "(one seed: its value); a difference between rows smaller than twice the spread is noise."]
+    notes += [f"time to {target:g}: seconds from a run's start (tokenizer and compilation included) to its first "
+              f"evaluation at or below {target:g}, mean over the seeds that reached it."] * bool(target)
+    n = sum(map(len, groups))
+    title = f"ablation: {len(groups)} recipe{'s' * (len(groups) > 1)}, {n} run{'s' * (n > 1)}, {scale(sum(groups, []))}"
+    return markdown(title, header, rows, notes)
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", default=["runs/*/log.jsonl"],
-                        help="globs of run logs; rows and colours follow the globs' order, then the order the "
-                             "runs were made (default: runs/*/log.jsonl)")
-    parser.add_argument("--labels", nargs="+", default=None,
-                        help="the figure's name for each recipe, in the rows' order (default: the name its seeds "
-                             "share, else its preset and the flags it changes)")
+    parser.add_argument("--runs", nargs="+", default=["runs/*/log.jsonl"], help="globs of run logs; rows and "
+                        "colours follow the globs, then the order the runs were made (default: runs/*/log.jsonl)")
+    parser.add_argument("--labels", nargs="+", help="the figure's name for each recipe, in the rows' order (default: "
+                        "the name its runs share, less make ablate's -sSEED, else its preset and changed flags)")
     parser.add_argument("--out", default="runs/figure.png", help="PNG to write (default: %(default)s)")
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--table", action="store_true",
-                      help="print the ladder as a Markdown table (runs made with --preset) instead of drawing")
-    what.add_argument("--ablation", action="store_true",
-                      help="print one Markdown row per recipe (its seeds: mean ± spread) instead of drawing")
-    parser.add_argument("--target", type=float, default=None,
-                        help="with --ablation, add the time to this val loss (default: the study's step-6 "
-                             "result, 1.3206; 0 leaves the column out)")
+    what.add_argument("--table", action="store_true", help="print the ladder (runs made with --preset) as Markdown")
+    what.add_argument("--ablation", action="store_true", help="print a Markdown row per recipe (seeds: mean ± spread)")
+    parser.add_argument("--target", type=float, default=1.3206, help="with --ablation, add the time to this val "
+                        "loss (default: %(default)s, the study's step-6 result; 0 leaves the column out)")
     args = parser.parse_args(argv)
 
-    # Rows and colours: one glob after another, and within a glob the order the runs were made, oldest
-    # first. Runs made at once (make ablate JOBS=...) start in any order, so make ablate gives a glob a row.
-    runs, seen = [], set()
+    # rows and colours: glob after glob (make ablate gives a glob a row), then the order the runs were made
+    runs = []
     for pattern in args.runs:
-        matched = sorted(glob.glob(pattern))
-        if not matched:
-            sys.exit(f"error: no log matches --runs {pattern!r}; train a run first (python train.py) "
-                     "or pass the glob of your logs.")
-        paths = [p for p in matched if p not in seen]  # a log two globs match keeps the first one's place
-        seen.update(paths)
+        if not glob.glob(pattern):
+            sys.exit(f"error: no log matches --runs {pattern!r}; train a run first or pass the glob of your logs.")
+        paths = [p for p in sorted(glob.glob(pattern)) if p not in {r["path"] for r in runs}]  # once, the first time
         try:
-            logs = [read_log(p) for p in paths]
+            runs += sorted((read_log(p) for p in paths), key=lambda r: r["config"].get("time", 0))
         except (OSError, ValueError) as e:
             sys.exit(f"error: {e}")
-        runs += sorted(logs, key=lambda r: r["config"].get("time", 0))
-
-    import train  # the study's presets (train.PRESETS) and the flags' defaults
     if args.table:
-        table = ladder_table(runs, train.PRESETS)
-        if table is None:
+        if (table := ladder_table(runs)) is None:
             sys.exit(f"error: none of the {len(runs)} runs matching {' '.join(args.runs)!r} was made with "
                      "--preset; run `make ladder` first.")
-        print(table)
-        return
-    empty = [r["name"] for r in runs if not r["evals"]]
-    runs = [r for r in runs if r["evals"]]
-    if empty:
+        return print(table)
+    if empty := [r["name"] for r in runs if not r["evals"]]:
         print(f"skipping {len(empty)} run(s) with no evaluation yet: {', '.join(empty)}", file=sys.stderr)
-    if not runs:
+    if not (runs := [r for r in runs if r["evals"]]):
         sys.exit("error: no run has an evaluation to plot yet.")
-    defaults = train.defaults()
-    groups = group_runs(runs, defaults)  # a setting newer than a log: its default
-    labels = [group[0]["name"] for group in groups]  # a run alone keeps its own name
-    if args.ablation or len(groups) < len(runs):
-        names, shared = recipe_labels([g[0]["config"].get("config", {}) for g in groups], train.PRESETS, defaults)
-        if args.ablation:
-            target = train.PRESETS["step6"]["study_val_loss"] if args.target is None else args.target
-            print(ablation_table(groups, names, shared, target))
-            return
-        # a group of seeds is named by the name its runs share (make ablate's row), else by its recipe
-        labels = [label if len(group) == 1 else seeds_name(group) or name
-                  for group, label, name in zip(groups, labels, names)]
+    groups = group_runs(runs)
+    names = recipe_labels([group[0]["config"]["config"] for group in groups])
+    if args.ablation:
+        return print(ablation_table(groups, names, args.target))
     if args.labels and len(args.labels) != len(groups):
         sys.exit(f"error: --labels gives {len(args.labels)} names for {len(groups)} recipes; give one a recipe.")
-    labels = args.labels or labels
-    labels = [label if len(group) == 1 else f"{label} ({len(group)} seeds)" for label, group in zip(labels, groups)]
-    import matplotlib
-    matplotlib.use("Agg")  # headless: no display needed
-    try:
-        save_png(figure(groups, labels), args.out)
+    # a group's name: the one its runs share, less the -sSEED that make ablate appends, else its recipe's
+    bases = [{re.sub(r"-s\d+$", "", run["name"]) for run in group} for group in groups]
+    labels = args.labels or [b.pop() if len(b) == 1 else name for b, name in zip(bases, names)]
+    labels = [label if len(g) == 1 else f"{label} ({len(g)} seeds)" for g, label in zip(groups, labels)]
+    try:  # all of the PNG or none of it: a browser tab reloading never sees half of one
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with atomic_file(args.out) as tmp:
+            figure(groups, labels).savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     except OSError as e:  # a folder that cannot be written: say so, in one line
         sys.exit(f"error: cannot write {args.out} ({e.filename}: {e.strerror}); pass --out with a path you can "
                  "write to")

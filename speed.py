@@ -1,62 +1,112 @@
 """
-speed.py: what makes training fast on each device, kept apart so that gpt.py reads as the textbook.
+speed.py: the platform, off the reading path: which device, how many processes, and what makes a step
+fast there. gpt.py and train.py read as the textbook; everything that depends on the machine lives here.
 
-Each piece computes what the plain model computes, and says what it buys. The measurements behind
-them, with the commands that repeat them, are in NOTES.md; `python bench.py` times the whole step.
-
-    use_fast_modules(model, device)    # fused attention on GPUs, cheaper dropout masks on CPU
+    device = pick_device("auto")                 # CUDA, then MPS, then CPU
+    rank, world = start_processes(device)         # under torchrun: join the process group (DDP)
+    chosen = choose(device, amp=None, compile=None, d_model=192, vocab_size=4000, rows=4096)
+                                                  # the process-wide settings, made once, visibly; bf16 or
+                                                  # fp32 timed on the model's shapes, not guessed; MFU's peak
+    use_fast_modules(model, device)               # fused attention on GPUs, cheaper dropout masks on CPU
     model, compiled = compile_with_warm_up(model, device, batch_size, block_size, amp)
-    with autocast(device, amp): ...    # bf16 matmuls where the hardware has them
-    peak = matmul_peak(device, amp)    # FLOP/s of one big matrix product: the yardstick for MFU
+    with autocast(device, amp): ...               # bf16 matmuls, reductions and the loss in fp32
 
-Settings that change the whole process (the C library's memory reuse, the compiler's random numbers,
-deterministic algorithms) are made by the program that wants them: see train.set_process_wide().
+Each piece computes what the plain model computes, and says what it buys; the measurements behind them,
+with the commands that repeat them, are in NOTES.md, and `python bench.py step` times a whole step.
 """
 
 import contextlib
 import ctypes
 import functools
+import os
 import shutil
 import time
 import warnings
+from types import SimpleNamespace
 
 import torch
+import torch._inductor.config
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common import ConfigError
 from gpt import ScaledDotProductAttention
 
 # ----------------------------------------------------------------------------------------------
-# precision and memory
+# devices and processes
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
 
 
-def cpu_has_bf16():
-    """AVX-512 BF16 or AMX makes bf16 matmuls faster than fp32 on a CPU (~1.5x per step of the 2.56M model)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def pick_device(name):
+    """The device for --device NAME; "auto" is the fastest one present. One sentence if it is missing."""
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device cuda was asked but this torch {torch.__version__} sees no CUDA GPU; "
+                          "use --device auto or cpu")
+    if name == "mps" and not has_mps:
+        raise ConfigError("--device mps was asked but MPS is not available here; use --device auto or cpu")
+    return name
 
 
-def default_amp(device):
-    """bf16 autocast where it pays: CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX."""
-    return device == "cuda" and torch.cuda.is_bf16_supported() or device == "cpu" and cpu_has_bf16()
+def start_processes(device):
+    """(rank, world size). Under torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK) join the process group:
+    NCCL between GPUs, gloo between CPU processes; each process gets its own GPU. A plain `python
+    train.py` is rank 0 of a world of 1 and starts nothing."""
+    if "RANK" not in os.environ:
+        return 0, 1
+    if not dist.is_initialized():
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" now means this process's GPU
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
-def autocast(device, amp):
-    """bf16 autocast on CUDA or CPU when amp is on: matmuls in bf16, reductions and the loss in fp32."""
-    if not amp:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16)
+def all_sum(x, device, world):
+    """The sum of the number x over all processes (x itself in a plain run)."""
+    if world == 1:
+        return x
+    total = torch.tensor(x, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item()
+
+
+@contextlib.contextmanager
+def main_process_first(rank, world):
+    """The main process runs the block first (say, training the tokenizer into a cache), the others wait
+    for it and then run the block themselves (loading what it wrote)."""
+    if rank != 0:
+        dist.barrier()
+    yield
+    if rank == 0 and world > 1:
+        dist.barrier()
+
+
+def set_up_process(device, compile):
+    """The settings that change this whole process, made here, once, by the program that trains.
+    Returns whether freed memory is kept (below)."""
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls
+    if device == "cpu" and compile:
+        # By default the compiler makes its own random numbers, on CPU one Philox hash per element,
+        # unvectorised (~97 ms of a 330 ms step of the 2.56M model); from PyTorch's generator instead the
+        # compiled model draws the very same dropout masks as the eager one.
+        torch._inductor.config.fallback_random = True
+        # Compiled, the embeddings' backward adds gradient rows from all threads with atomic adds, so the last
+        # bits of a gradient change from run to run (two runs of one command ended 0.006 nats apart). In
+        # deterministic mode the compiler calls the sorted index_put instead (~0.5 ms a step).
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device == "cpu" and keep_freed_memory()
 
 
 def keep_freed_memory():
     """Linux (glibc): keep the memory the process frees for its next allocations. A training step frees and
     allocates the same activations every step; by default glibc hands large blocks back to the kernel and
     the next step takes a page fault per 4 KiB it touches again (5,000-29,000 faults, 9-50 ms a step of
-    the 2.56M model). Returns whether the setting took (False on macOS, musl, Windows). Process-wide."""
+    the 2.56M model). Returns whether the setting took (False on macOS, musl, Windows)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded into this process
     except (OSError, AttributeError, TypeError):  # no mallopt (macOS), no CDLL(None) (Windows)
@@ -64,6 +114,111 @@ def keep_freed_memory():
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     # blocks up to 32 MiB (glibc's largest allowed) from the reusable heap; give memory back only past 1 GiB
     return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
+# ----------------------------------------------------------------------------------------------
+# precision: bf16 where it is measured to be faster
+
+def autocast(device, amp):
+    """bf16 autocast on the device when amp is on: matmuls in bf16, reductions and the loss in fp32."""
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def synchronize(device):
+    """Wait for the device's queued work, so that a clock read after it counts that work (CPU: no queue)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def model_matmuls(d_model, vocab_size, rows):
+    """The (m, k, n) products of one block and the head of a model of width d_model, forward and backward
+    (a layer y = x W with x (rows, k), W (k, n) also computes dx = dy W^T and dW = x^T dy)."""
+    shapes = []
+    for k, n in ((d_model, 3 * d_model), (d_model, 4 * d_model), (4 * d_model, d_model), (d_model, vocab_size)):
+        shapes += [(rows, k, n), (rows, n, k), (k, rows, n)]
+    return shapes
+
+
+def time_matmuls(shapes, dtype, device, clock=time.perf_counter):
+    """Seconds to run each product of `shapes` once in `dtype` (inputs made beforehand, from a generator of
+    their own: the global one draws the dropout masks, which must not move)."""
+    g = torch.Generator().manual_seed(0)
+    pairs = [(torch.rand(m, k, generator=g).to(device, dtype), torch.rand(k, n, generator=g).to(device, dtype))
+             for m, k, n in shapes]
+    synchronize(device)
+    t0 = clock()
+    for a, b in pairs:
+        a @ b
+    synchronize(device)
+    return clock() - t0
+
+
+def choose_amp(times):
+    """bf16 when its best time beat fp32's; times = {"fp32": [s, ...], "bf16": [s, ...]}.
+
+    >>> choose_amp({"fp32": [0.30, 0.20], "bf16": [0.25, 0.21]}), choose_amp({"fp32": [1.0], "bf16": [0.5]})
+    (False, True)
+    """
+    return min(times["bf16"]) < min(times["fp32"])
+
+
+@functools.cache  # once per process and shape: tune.py's trials and the tests call train.run() many times
+def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls):
+    """Whether bf16 autocast pays on this machine for this model: the model's own matrix products timed in
+    fp32 and in bf16, interleaved (fp32, bf16, fp32, bf16, ...) so both see the same load; a fraction of a
+    second. Returns (amp, {"fp32": [s, ...], "bf16": [s, ...]}) for the log.
+
+    A flag list is a hint, not a measurement: a CPU that lists avx512_bf16 without AMX multiplied the 2.56M
+    model's shapes slower in bf16 than in fp32 (NOTES.md), and a CPU without bf16 units emulates it."""
+    shapes = model_matmuls(d_model, vocab_size, min(rows, 2048))
+    times = {"fp32": [], "bf16": []}
+    for _ in range(repeats + 1):  # the first round warms up (allocations, kernels): not kept
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            try:
+                times[name].append(timer(shapes, dtype, device))
+            except RuntimeError:  # a device without bf16 matmuls
+                return False, {"fp32": times["fp32"], "bf16": None}
+        if times["bf16"][-1] > 2 * times["fp32"][-1]:  # bf16 far behind (emulated): no need to go on
+            break
+    kept = {k: [round(s, 5) for s in v[1:] or v] for k, v in times.items()}
+    return choose_amp(kept), kept
+
+
+@functools.cache
+def matmul_peak(device, repeats=3):
+    """(FLOP/s, dtype) of the machine's fastest matrix product: n x n x n in fp32 (TF32 on CUDA, as
+    set_up_process allows) and in bf16, whichever is faster.
+
+    Model FLOPs utilisation (MFU) is a step's useful FLOP/s over this number, whatever precision the step
+    ran in: a step in bf16 on a CPU whose bf16 is slower than its fp32 is measured against the fp32 peak.
+    nanoGPT divides by the GPU's datasheet peak; a CPU has none that it reaches, so here the peak is
+    measured, which is below the datasheet's: the MFU is higher than nanoGPT's would be on the same GPU.
+    n = 1024 on CPU and MPS (~10 ms a product in fp32 on a 2-core CPU); 8192 on CUDA."""
+    n = 8192 if device == "cuda" else 1024
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        try:
+            best[dtype] = min(time_matmuls([(n, n, n)], dtype, device) for _ in range(repeats + 1))
+        except RuntimeError:
+            continue
+    dtype = min(best, key=best.get)
+    return 2 * n**3 / best[dtype], str(dtype).replace("torch.", "")
+
+
+def choose(device, amp, compile, d_model, vocab_size, rows):
+    """The settings for this machine, made once: the process-wide ones (set_up_process), compile or not
+    (None: where it works), bf16 or fp32 (None: measured by measure_amp), and MFU's yardstick. Returns
+    what was chosen, with the times bf16 was chosen on, for the log."""
+    compile = can_compile(device) if compile is None else compile
+    freed_memory_kept = set_up_process(device, compile)  # before any timing: TF32 on CUDA
+    amp, amp_times = (amp, None) if amp is not None else measure_amp(device, d_model, vocab_size, rows)
+    peak, peak_dtype = matmul_peak(device)
+    return SimpleNamespace(amp=amp, amp_times=amp_times, compile=compile, peak=peak, peak_dtype=peak_dtype,
+                           freed_memory_kept=freed_memory_kept)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,8 +295,9 @@ def compile_with_warm_up(model, device, batch_size, block_size, amp):
     # so warming up with compiled(x, x) would build a graph that training never uses
     x = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
     y = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
-    try:
-        with torch.random.fork_rng(devices=[]):  # the warm-up must not move the dropout RNG
+    gpus = [] if device == "cpu" else [torch.cuda.current_device() if device == "cuda" else 0]
+    try:  # the warm-up must not move any generator that draws dropout masks: the CPU's and the device's
+        with torch.random.fork_rng(devices=gpus, device_type=None if device == "cpu" else device):
             with autocast(device, amp):
                 _, loss = compiled(x, y)
             loss.backward()
@@ -151,18 +307,6 @@ def compile_with_warm_up(model, device, batch_size, block_size, amp):
     finally:
         model.zero_grad(set_to_none=True)
     return compiled, True
-
-
-# ----------------------------------------------------------------------------------------------
-# the yardstick: how fast this device multiplies matrices
-
-
-def synchronize(device):
-    """Wait for the device's queued work, so that a clock read after it counts that work (CPU: no queue)."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elif device == "mps":
-        torch.mps.synchronize()
 
 
 def time_steps(step, steps, device):
@@ -179,21 +323,3 @@ def time_steps(step, steps, device):
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2], times[0], warm_up
-
-
-@functools.cache  # once per process: tune.py's trials and the tests call train.run() many times
-def matmul_peak(device, amp, repeats=3):
-    """FLOP/s of the fastest of a few n x n x n matrix products: bf16 with amp, else fp32 (TF32 on CUDA,
-    as train.set_process_wide allows).
-
-    Model FLOPs utilisation (MFU) is a step's useful FLOP/s over this number. nanoGPT divides by the
-    GPU's datasheet peak; a CPU has none that it reaches, so here the peak is measured: the best the
-    device does on the work a transformer is made of. It is below the datasheet's, so the MFU is higher
-    than nanoGPT's would be on the same GPU. n = 2048 on CPU and MPS (~0.1 s a product on a
-    2-core CPU); 8192 on CUDA, where a smaller product is too short to keep the GPU busy."""
-    n = 8192 if device == "cuda" else 2048
-    # from a generator of its own: the global one draws the dropout masks, which must not move
-    a = torch.rand(n, n, generator=torch.Generator().manual_seed(0))
-    a = a.to(device, torch.bfloat16 if amp else torch.float32)
-    best = time_steps(lambda: a @ a, repeats, device)[1]
-    return 2 * n**3 / best

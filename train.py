@@ -1,40 +1,39 @@
 """
-train.py: train a GPT-2 style model on a file of titles, one per line.
+train.py: train a GPT-2 style model on a file of titles, one per line. The recipe, top to bottom.
 
 Reads the titles (dataset.py), trains a byte-level BPE on the training split (bpe.py), builds the
-model (gpt.py) and an optimizer (optim.py), then runs one visible training loop. Every run gets its
-own folder under runs/ with a JSON-lines log, a checkpoint and the tokenizer. The metric is the
-study's: summed cross-entropy of every validation token, in nats, per character of validation text.
+model (gpt.py) and an optimizer (optim.py), then runs one visible training loop: batch, step, log,
+evaluate, save. The metric is the study's: summed cross-entropy of every validation token, in nats,
+per character of validation text. Every run gets its own folder under runs/ (checkpoint.py); what
+depends on the machine (device, processes, bf16, compile) lives in speed.py.
 
     python train.py --preset step6 --epochs 1 --num_titles 20000   # a first run, minutes on a laptop
     python train.py --opt asam --d_model 384                       # any flag overrides the defaults
-    python train.py --resume runs/NAME/ckpt.pt                     # continue an interrupted run
+    python train.py --resume runs/NAME                             # continue an interrupted run
     torchrun --nproc_per_node 4 train.py --preset step5            # one model, 4 processes (DDP)
 
 `run(**config)` is the one entry point (tune.py imports it); `main()` only parses flags.
 """
 import argparse
-import functools
 import math
-import os
-import shutil
 import signal
 import sys
 import time
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import torch
-import torch._inductor.config
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import optim
 import speed
-from checkpoint import (atomic_torch_save, catch_stop_signals, check_writable, checkpoint_path, file_sha256,
-                        load_checkpoint, log_event, new_run_dir, rng_state, set_rng_state, versions)
-from dataset import (ConfigError, epoch_order, get_batch, get_tokenizer, read_titles, split_titles, stream_nats,
-                     text_chars, title_stream, titles_sha256)
+from checkpoint import (RunFiles, catch_stop_signals, check_resume_data, check_writable, checkpoint_path, load_checkpoint,
+                        restore, rng_states, save_state, set_rng_state, versions)
+from common import ConfigError, HelpFormatter, typed_flags
+from dataset import (get_tokenizer, read_titles, split_titles, stream_nats, text_chars, title_stream,
+                     train_batches, titles_sha256)
 from gpt import GPT, GPTConfig, sample_titles, visible
 
 # ----------------------------------------------------------------------------------------------
@@ -77,20 +76,10 @@ PRESETS = {
 # On --resume these may differ from the checkpoint's config; everything else must match.
 RESUME_MAY_CHANGE = {"resume", "device", "compile", "progress", "sample", "log_every", "max_steps",
                      "data", "out_dir", "name", "preset"}
-DEVICES = ("auto", "cuda", "mps", "cpu")
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help adds "(default: X)" to a flag's text, unless the text already says what happens by default."""
-
-    def _get_help_string(self, action):
-        if action.default is None or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser():
@@ -139,11 +128,12 @@ def build_parser():
     g.add_argument("--evals_per_epoch", type=int, default=3, help="validations per epoch (plus step 0)")
     g.add_argument("--log_every", type=int, default=20, help="log the training loss every N steps")
     g.add_argument("--seed", type=int, default=1337, help="seed for init, data order and dropout")
-    g.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA, then MPS, then CPU")
+    g.add_argument("--device", default="auto", choices=speed.DEVICES, help="auto: CUDA, then MPS, then CPU")
     g.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
                    help="torch.compile the model (default: on CUDA, and on CPU with a C++ compiler)")
     g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
-                   help="bf16 autocast (default: on CUDA and on CPUs with AVX-512 BF16 or AMX)")
+                   help="bf16 autocast (default: bf16 where a start-up timing of the model's matrix products finds it "
+                        "faster than fp32; the log's amp_times_s holds the times)")
     g.add_argument("--out_dir", default="runs", help="folder that holds one folder per run")
     g.add_argument("--name", default=None, help="run name (default: from preset/optimizer, shape, time)")
     g.add_argument("--resume", default=None, help="checkpoint (or run folder) to continue from (default: none)")
@@ -206,61 +196,8 @@ def check_config(c):
     need(c["rho"] is None or c["rho"] > 0, f"--rho must be positive, got {c['rho']}")
     need(c["test_titles"] >= 0 and c["max_steps"] >= 0 and c["grad_clip"] >= 0,
          "--test_titles, --max_steps and --grad_clip must not be negative")
-    for k, choices in (("opt", optim.OPTIMIZERS), ("schedule", optim.SCHEDULES), ("device", DEVICES)):
+    for k, choices in (("opt", optim.OPTIMIZERS), ("schedule", optim.SCHEDULES), ("device", speed.DEVICES)):
         need(c[k] in choices, f"unknown --{k} {c[k]!r}; choose one of {', '.join(choices)}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Device, processes, and the settings this program makes for its whole process
-
-def pick_device(name):
-    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device cuda was asked but this torch {torch.__version__} sees no CUDA GPU; "
-                          "use --device auto or cpu")
-    if name == "mps" and not has_mps:
-        raise ConfigError("--device mps was asked but MPS is not available here; use --device auto or cpu")
-    return name
-
-
-def start_processes(device):
-    """(rank, world size). Under torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK) join the process group:
-    NCCL between GPUs, gloo between CPU processes; each process gets its own GPU. A plain `python
-    train.py` is rank 0 of a world of 1 and starts nothing."""
-    if "RANK" not in os.environ:
-        return 0, 1
-    if not dist.is_initialized():
-        if device == "cuda":
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" now means this process's GPU
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def all_sum(x, device, world):
-    """The sum of the number x over all processes (x itself in a plain run)."""
-    if world == 1:
-        return x
-    total = torch.tensor(x, dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.item()
-
-
-def set_process_wide(device, compile):
-    """The settings that change this whole process, made here, once, by the program that wants them
-    (with speed.keep_freed_memory(), called beside this)."""
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 matmuls
-    if device == "cpu" and compile:
-        # By default the compiler makes its own random numbers, on CPU one Philox hash per element,
-        # unvectorised (~97 ms of a 330 ms step of the 2.56M model); from PyTorch's generator instead the
-        # compiled model draws the very same dropout masks as the eager one.
-        torch._inductor.config.fallback_random = True
-        # Compiled, the embeddings' backward adds gradient rows from all threads with atomic adds, so the last
-        # bits of a gradient change from run to run (two runs of one command ended 0.006 nats apart). In
-        # deterministic mode the compiler calls the sorted index_put instead (~0.5 ms a step).
-        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,258 +229,225 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip):
     return loss
 
 
+def step_flops_per_token(model, opt_name):
+    """The work of one training step per token: SAM and ASAM pass forward and backward twice."""
+    return model.flops_per_token() * (2 if opt_name in ("sam", "asam") else 1)
+
+
+def n_evals(cfg):  # evaluations after step 0, at least one (tune.py's pruner counts them too)
+    return max(1, round(cfg["epochs"] * cfg["evals_per_epoch"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The pieces of a run, in the order run() calls them
+
+def load_data(cfg, rank, world, say, resume=None):
+    """The titles, split; the tokenizer (trained on the training titles, or from the cache); the token streams."""
+    titles = read_titles(cfg["data"], limit=cfg["num_titles"] + cfg["test_titles"])
+    if resume:
+        check_resume_data(resume, cfg, titles)  # the very titles the checkpoint was trained on
+    train_titles, val_titles, test_titles = split_titles(titles, cfg["num_titles"], cfg["val_frac"], cfg["test_titles"])
+    with speed.main_process_first(rank, world):  # the main process trains it into the cache, the others load it
+        tok, tok_path = get_tokenizer(train_titles, cfg["vocab_size"], f"{cfg['out_dir']}/.tokenizers", say)
+    train_stream, val_stream = title_stream(tok, train_titles), title_stream(tok, val_titles)
+    return SimpleNamespace(
+        tok=tok, tok_path=tok_path, train_stream=train_stream, val_stream=val_stream,
+        sha256=titles_sha256(train_titles + val_titles), val_chars=text_chars(val_titles),
+        # the training loss is per token; times tokens per character it is in the validation loss's unit
+        tokens_per_char=(len(train_stream) - 1) / text_chars(train_titles),
+        summary={"path": cfg["data"], "n_train": len(train_titles), "n_val": len(val_titles),
+                 "n_test": len(test_titles), "train_tokens": len(train_stream), "val_tokens": len(val_stream)})
+
+
+def plan_steps(cfg, train_tokens, start=0):
+    """How many steps an epoch has, the run has (--epochs may be fractional), this process runs from
+    `start` (--max_steps), and after which ones it evaluates."""
+    T, B = cfg["block_size"], cfg["batch_size"]
+    steps_per_epoch = (train_tokens - 1) // T // B
+    if steps_per_epoch == 0:
+        raise ConfigError(f"the training split gives {(train_tokens - 1) // T} windows of {T} tokens, fewer "
+                          f"than one batch of {B}; use more titles or a smaller --batch_size or --block_size")
+    total = max(1, round(steps_per_epoch * cfg["epochs"]))
+    last = min(total, cfg["max_steps"] or total)
+    if start >= last:
+        raise ConfigError(f"checkpoint {cfg['resume']} is at step {start} of {total}: "
+                          + ("the run is finished, nothing to resume" if start >= total
+                             else f"pass a --max_steps above {start} to go on"))
+    evals = {0, last} | {round(total * j / n_evals(cfg)) for j in range(1, n_evals(cfg) + 1)}
+    return SimpleNamespace(per_epoch=steps_per_epoch, total=total, last=last, evals=evals)
+
+
+def build_model(cfg, tok, device, amp):
+    """The model (gpt.py) with the device's fast modules swapped in, and its optimizer (optim.py)."""
+    torch.manual_seed(cfg["seed"])  # the same initial weights in every process; also seeds CUDA and MPS
+    mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
+                      n_head=cfg["n_head"], d_model=cfg["d_model"], dropout=cfg["dropout"], rope=cfg["rope"],
+                      within_title=cfg["within_title"], eos_id=tok.eos_id)
+    model = GPT(mconf).to(device)
+    fast_modules = speed.use_fast_modules(model, device)
+    opt = optim.build_optimizer(cfg["opt"], model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                                momentum=cfg["momentum"], decay_all=cfg["wd_all"],
+                                rho=cfg["rho"] if cfg["opt"] in ("sam", "asam") else None,
+                                ns_dtype=torch.bfloat16 if amp else None)  # Muon: bf16 where the matmuls are
+    return model, opt, fast_modules
+
+
 # ----------------------------------------------------------------------------------------------
 # Training
 
 def run(callback=None, **config):
     """Train one model; return its result. callback(step, val_loss) runs after every evaluation; when it
     returns True the run stops there with status "stopped" (tune.py's pruned trials)."""
-    t_start, resume = time.time(), None
+    # ---- the config: flags over a preset over the defaults; a resumed run's own, from its checkpoint
+    resume = None
     if config.get("resume"):  # a checkpoint, or a run folder
         config = dict(config, resume=checkpoint_path(config["resume"]))
         resume = load_checkpoint(config["resume"])
-        t_start -= resume.get("elapsed_s", 0.0)  # the clock goes on: times are the whole run's, all processes'
+    t_start = time.time() - (resume.get("elapsed_s", 0.0) if resume else 0.0)  # a resumed run's clock goes on
     cfg = resolve_config(config, resume["config"] if resume else None)
-    device = pick_device(cfg["device"])
-    rank, world = start_processes(device)
+    device = speed.pick_device(cfg["device"])
+    rank, world = speed.start_processes(device)
     main_process = rank == 0  # the one process that writes files and prints
     say = print if main_process else (lambda *args: None)
     T, B = cfg["block_size"], cfg["batch_size"]
     if B % world:
         raise ConfigError(f"--batch_size {B} is the global batch; it must split evenly over {world} processes")
-    amp = cfg["amp"] if cfg["amp"] is not None else speed.default_amp(device)
-    want_compile = cfg["compile"] if cfg["compile"] is not None else speed.can_compile(device)
-    if not resume and main_process:
+    if main_process and not resume:
         check_writable(cfg["out_dir"])
 
     # ---- data and tokenizer
-    titles = read_titles(cfg["data"], limit=cfg["num_titles"] + cfg["test_titles"])
-    if resume and len(titles) < cfg["num_titles"]:
-        raise ConfigError(f"checkpoint {cfg['resume']} was trained on the first {cfg['num_titles']:,} titles of "
-                          f"{resume['config']['data']}, but --data {cfg['data']} has only {len(titles):,}; "
-                          "resume with that run's data file")
-    train_titles, val_titles, test_titles = split_titles(titles, cfg["num_titles"], cfg["val_frac"],
-                                                         cfg["test_titles"])
-    data_sha = titles_sha256(train_titles + val_titles)
-    if resume and resume["data_sha256"] != data_sha:
-        raise ConfigError(f"--data {cfg['data']} does not hold the titles checkpoint {cfg['resume']} "
-                          "was trained on; pass the same file")
-    cache_dir = os.path.join(cfg["out_dir"], ".tokenizers")
-    if not main_process:  # the others wait while the main process trains the tokenizer, then load it from the cache
-        dist.barrier()
-    tok, tok_path = get_tokenizer(train_titles, cfg["vocab_size"], cache_dir)
-    if main_process and world > 1:
-        dist.barrier()
-    train_stream, val_stream = title_stream(tok, train_titles), title_stream(tok, val_titles)
-    n_windows = (len(train_stream) - 1) // T
-    steps_per_epoch = n_windows // B
-    if steps_per_epoch == 0:
-        raise ConfigError(f"the training split gives {n_windows} windows of {T} tokens, fewer than one "
-                          f"batch of {B}; use more titles or a smaller --batch_size or --block_size")
-    total_steps = max(1, round(steps_per_epoch * cfg["epochs"]))  # --epochs may be fractional
-    last_step = min(total_steps, cfg["max_steps"] or total_steps)
-    if resume and resume["step"] >= last_step:
-        raise ConfigError(f"checkpoint {cfg['resume']} is at step {resume['step']} of {total_steps}: "
-                          + ("the run is finished, nothing to resume" if resume["step"] >= total_steps
-                             else f"pass a --max_steps above {resume['step']} to go on"))
-    n_evals = max(1, round(cfg["epochs"] * cfg["evals_per_epoch"]))
-    eval_steps = {0} | {round(total_steps * j / n_evals) for j in range(1, n_evals + 1)} | {last_step}
-    val_chars = text_chars(val_titles)
-    # the training loss is per token; times tokens per character it is in the validation loss's unit
-    tokens_per_char = (len(train_stream) - 1) / text_chars(train_titles)
+    data = load_data(cfg, rank, world, say, resume)
+    plan = plan_steps(cfg, len(data.train_stream), start=resume["step"] if resume else 0)
+    files = RunFiles.for_run(cfg, resume, main_process)
+    tok_sha = files.add_tokenizer(data.tok_path, resume)
 
-    # ---- run folder, tokenizer copy (the main process alone writes files)
-    run_dir = os.path.dirname(os.path.abspath(cfg["resume"])) if resume else new_run_dir(cfg) if main_process else ""
-    ckpt_path, log_path, run_tok = (os.path.join(run_dir, f) for f in ("ckpt.pt", "log.jsonl", "tokenizer.json"))
-    if main_process and not resume:
-        shutil.copyfile(tok_path, run_tok)
-    tok_sha = file_sha256(run_tok) if main_process or resume else None
-    if resume and resume["tokenizer_sha256"] != tok_sha:
-        raise ConfigError(f"{run_tok} is not the tokenizer checkpoint {cfg['resume']} was trained with")
-
-    # ---- model and optimizer
-    torch.manual_seed(cfg["seed"])  # the same initial weights in every process; also seeds CUDA and MPS
-    set_process_wide(device, want_compile)
-    memory_kept = device == "cpu" and speed.keep_freed_memory()  # no page faults for a step's activations
-    mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=T, n_layer=cfg["n_layer"], n_head=cfg["n_head"],
-                      d_model=cfg["d_model"], dropout=cfg["dropout"], rope=cfg["rope"],
-                      within_title=cfg["within_title"], eos_id=tok.eos_id)
-    raw_model = GPT(mconf).to(device)
-    # the work of a step per token: SAM/ASAM pass forward and backward twice
-    flops_per_token = raw_model.flops_per_token() * (2 if cfg["opt"] in ("sam", "asam") else 1)
-    fast_modules = speed.use_fast_modules(raw_model, device)
-    opt = optim.build_optimizer(cfg["opt"], raw_model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                                momentum=cfg["momentum"], decay_all=cfg["wd_all"],
-                                rho=cfg["rho"] if cfg["opt"] in ("sam", "asam") else None,
-                                ns_dtype=torch.bfloat16 if amp else None)  # Muon: bf16 where the matmuls are
-    step, best, val, val_step = 0, math.inf, math.nan, None
-    if resume:
-        raw_model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        step, best, val, val_step = resume["step"], resume["best_val_loss"], resume["val_loss"], resume.get("val_step")
-    net, compiled = raw_model, False
-    if want_compile:
-        net, compiled = speed.compile_with_warm_up(raw_model, device, B // world, T, amp)
+    # ---- model and optimizer, on this machine
+    amp = cfg["amp"] if cfg["amp"] is not None else resume.get("amp") if resume else None  # resumed: kept
+    chosen = speed.choose(device, amp, cfg["compile"], cfg["d_model"], cfg["vocab_size"], B // world * T)
+    raw_model, opt, fast_modules = build_model(cfg, data.tok, device, chosen.amp)
+    step, best, val, val_step = restore(resume, raw_model, opt) if resume else (0, math.inf, math.nan, None)
+    net, compiled = speed.compile_with_warm_up(raw_model, device, B // world, T, chosen.amp) if chosen.compile \
+        else (raw_model, False)
     model = net
-    peak = all_sum(speed.matmul_peak(device, amp), device, world)  # MFU's yardstick: all devices' matmul FLOP/s
-    if world > 1:
+    if world > 1:  # one model on N processes: DDP averages the gradients in every backward pass
         torch.manual_seed(cfg["seed"] + rank)  # each process its own dropout masks
         model = DDP(net, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
-    if resume:  # an older checkpoint holds one state; a resume on more processes than saved reuses states
-        saved = resume["rng"] if isinstance(resume["rng"], list) else [resume["rng"]]
-        set_rng_state(saved[rank % len(saved)])
+    if resume:
+        set_rng_state(resume["rng"], rank)
+    flops_per_token = step_flops_per_token(raw_model, cfg["opt"])
+    peak = speed.all_sum(chosen.peak, device, world)  # MFU's yardstick: all devices' fastest matmul, FLOP/s
 
-    log_file = open(log_path, "a", encoding="utf-8") if main_process else None
-    log = functools.partial(log_event, log_file) if main_process else (lambda event, **fields: None)
-
-    choices = dict(device=device, amp=amp, compiled=compiled, fast_modules=fast_modules,
-                   freed_memory_kept=memory_kept, processes=world, matmul_peak_gflop_per_s=peak / 1e9,
-                   versions=versions())
-    if resume:  # the settings a resumed run may change, and the choices made for this process
-        log("resume", step=step, config={k: cfg[k] for k in sorted(RESUME_MAY_CHANGE)}, **choices,
-            elapsed_s=resume.get("elapsed_s"))  # None: an older checkpoint, whose clock this process restarts
-        say(f"resuming {run_dir} at step {step} of {total_steps}")
-    else:
-        log("config", name=os.path.basename(run_dir), config=cfg, **choices, n_params=raw_model.num_params(),
-            steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-            data={"path": cfg["data"], "sha256": data_sha, "n_train": len(train_titles), "n_val": len(val_titles),
-                  "n_test": len(test_titles), "train_tokens": len(train_stream), "val_tokens": len(val_stream),
-                  "val_chars": val_chars, "tokens_per_char": tokens_per_char})
-    say(f"run {run_dir}: {raw_model.num_params():,} parameters on {device}{' bf16' if amp else ''}"
-        f"{' compiled' if compiled else ''}{f' x{world} processes' if world > 1 else ''}; "
-        f"{len(train_stream):,} train tokens, {steps_per_epoch} steps/epoch x {cfg['epochs']:g} epochs")
+    files.log_start(cfg, resume, data, plan, raw_model, step, PRESETS.get(cfg["preset"], {}), dict(
+        device=device, amp=chosen.amp, amp_times_s=chosen.amp_times, compiled=compiled, fast_modules=fast_modules,
+        freed_memory_kept=chosen.freed_memory_kept, processes=world, matmul_peak_gflop_per_s=peak / 1e9,
+        matmul_peak_dtype=chosen.peak_dtype, versions=versions()), RESUME_MAY_CHANGE, say)
 
     def evaluate():
         """Validation loss in nats/char, always in fp32; under DDP each process scores a share of the batches."""
         nonlocal best, val, val_step
-        nats = all_sum(stream_nats(net, val_stream, T, B, device, shard=(rank, world),
-                                   progress=cfg["progress"] and main_process), device, world)
-        val, val_step, best = nats / val_chars, step, min(best, nats / val_chars)
-        log("eval", step=step, epoch=step / steps_per_epoch, val_loss=val, elapsed_s=round(time.time() - t_start, 1))
+        nats = speed.all_sum(stream_nats(net, data.val_stream, T, B, device, shard=(rank, world),
+                                         progress=cfg["progress"] and main_process), device, world)
+        val, val_step, best = nats / data.val_chars, step, min(best, nats / data.val_chars)
+        files.log("eval", step=step, epoch=step / plan.per_epoch, val_loss=val,
+                  elapsed_s=round(time.time() - t_start, 1))
+        return callback is not None and callback(step, val)  # True: the caller wants the run to stop
 
     def save():
-        rngs = [rng_state()]
-        if world > 1:
-            rngs = [None] * world
-            dist.all_gather_object(rngs, rng_state())
-        if main_process:
-            atomic_torch_save({"version": 1, "model": raw_model.state_dict(), "model_config": asdict(mconf),
-                               "config": cfg, "optimizer": opt.state_dict(), "step": step, "rng": rngs,
-                               "tokenizer": "tokenizer.json", "tokenizer_sha256": tok_sha, "data_sha256": data_sha,
-                               "best_val_loss": best, "val_loss": val, "val_step": val_step,
-                               "elapsed_s": time.time() - t_start}, ckpt_path)
+        files.save(save_state(raw_model, asdict(raw_model.config), cfg, opt, step, plan.total, rng_states(world),
+                              tok_sha, data.sha256, chosen.amp, (best, val, val_step), time.time() - t_start))
 
+    # ---- the loop: batch, step, log, evaluate, save
     # Ctrl-C or a polite kill only sets a flag; at the next step (never mid SAM step) all processes stop and save.
     stop_signal, restore_signal_handlers = catch_stop_signals()
-
-    def stop_requested():  # one Ctrl-C stops every process at the same step
-        return all_sum(float(bool(stop_signal)), device, world) > 0
-
-    status, first_step, tokens_per_s, train_time, bar, order = "running", step, 0.0, 0.0, None, None
+    batches = train_batches(data.train_stream, T, B, cfg["seed"], start_step=step)
+    rows = slice(rank * B // world, (rank + 1) * B // world)  # this process's share of every global batch
+    bar = tqdm(total=plan.last, initial=step, disable=not (cfg["progress"] and main_process), leave=False)
+    status, first_step, tokens_per_s, train_time = "running", step, 0.0, 0.0
     try:
-        if step == 0:
-            evaluate()
-            say(f"step 0: val loss {val:.4f} nats/char")
-            if callback and callback(0, val):
-                status = "stopped"
-        while status == "running" and step < last_step:
-            epoch, i = divmod(step, steps_per_epoch)
-            if order is None or i == 0:
-                order = epoch_order(n_windows, cfg["seed"], epoch)
-                if bar is not None:
-                    bar.close()
-                bar = tqdm(total=steps_per_epoch, initial=i, desc=f"epoch {epoch + 1}/{cfg['epochs']:g}",
-                           disable=not (cfg["progress"] and main_process), leave=False)
-            x, y = get_batch(train_stream, order, i, B, T)               # the global batch, (B, T)
-            rows = slice(rank * B // world, (rank + 1) * B // world)    # this process's share of it
-            x, y = x[rows].to(device, non_blocking=True), y[rows].to(device, non_blocking=True)
-            lr = optim.lr_at(step, total_steps, cfg["lr"], cfg["schedule"],
-                             round(cfg["warmup_ratio"] * total_steps), cfg["min_lr"], cfg["decay_frac"])
+        if step == 0 and evaluate():
+            status = "stopped"
+        while status == "running" and step < plan.last:
+            x, y = (t[rows].to(device, non_blocking=True) for t in next(batches))  # (B / world, T) each
+            lr = optim.lr_at(step, plan.total, cfg["lr"], cfg["schedule"], round(cfg["warmup_ratio"] * plan.total),
+                             cfg["min_lr"], cfg["decay_frac"])
             for group in opt.param_groups:
                 group["lr"] = lr
             t0 = time.time()
-            loss = train_step(model, opt, x, y, device=device, amp=amp, grad_clip=cfg["grad_clip"]).item()
+            loss = train_step(model, opt, x, y, device=device, amp=chosen.amp, grad_clip=cfg["grad_clip"]).item()
             if not math.isfinite(loss):
                 raise Diverged(f"training loss became {loss} at step {step} (lr {lr:.3g}); lower --lr "
                                "or turn on --grad_clip")
             step += 1
             train_time += time.time() - t0
             tokens_per_s = (step - first_step) * B * T / train_time
-            loss_per_char = loss * tokens_per_char  # under DDP: this process's share of the batch
             bar.update(1)
-            bar.set_postfix(train=f"{loss_per_char:.3f} nats/char", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
-            if step % cfg["log_every"] == 0 or step == last_step:
-                log("train", step=step, epoch=step / steps_per_epoch, loss=loss, loss_per_char=loss_per_char,
-                    lr=lr, tokens_per_s=tokens_per_s, gflop_per_s=tokens_per_s * flops_per_token / 1e9,
-                    mfu=tokens_per_s * flops_per_token / peak)
-            if step in eval_steps:
-                evaluate()
+            bar.set_postfix(epoch=f"{step / plan.per_epoch:.2f}", train=f"{loss * data.tokens_per_char:.3f} nats/char",
+                            lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
+            if step % cfg["log_every"] == 0 or step == plan.last:  # under DDP: this process's share of the batch
+                files.log("train", step=step, epoch=step / plan.per_epoch, loss=loss,
+                          loss_per_char=loss * data.tokens_per_char, lr=lr, tokens_per_s=tokens_per_s,
+                          gflop_per_s=tokens_per_s * flops_per_token / 1e9, mfu=tokens_per_s * flops_per_token / peak)
+            if step in plan.evals:
+                stop = evaluate()
                 save()
+                status = "stopped" if stop else status
                 if main_process:
-                    tqdm.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): val loss {val:.4f} nats/char, "
-                               f"{tokens_per_s:,.0f} tokens/s")
-                if callback and callback(step, val):
-                    status = "stopped"
-            if stop_requested():
+                    bar.write(f"step {step} (epoch {step / plan.per_epoch:.2f}): val loss {val:.4f} nats/char, "
+                              f"{tokens_per_s:,.0f} tokens/s")
+            if speed.all_sum(float(bool(stop_signal)), device, world) > 0:  # one Ctrl-C stops every process
                 save()
                 status = "interrupted"
-                say(f"\ninterrupted: saved step {step}; continue with --resume {ckpt_path}")
-        if status == "running":
-            status = "done"
-    except Diverged:
-        status = "diverged"
-        raise
-    except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint stays as it was
-        status = "interrupted"
-        raise
-    except BaseException:
-        status = "failed"
+                say(f"\ninterrupted: saved step {step}; continue with --resume {files.folder}")
+        status = "done" if status == "running" else status
+    except BaseException as e:  # a second Ctrl-C leaves the last checkpoint as it was
+        status = {Diverged: "diverged", KeyboardInterrupt: "interrupted"}.get(type(e), "failed")
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         restore_signal_handlers()
         # final_val_loss is the last step's; a run that stopped early has only its last evaluation
-        log("end", status=status, final_val_loss=val if status == "done" else None, last_val_loss=val,
-            last_eval_step=val_step, best_val_loss=best, steps=step, tokens_per_s=tokens_per_s,
-            time_s=time.time() - t_start)
-        if log_file:
-            log_file.close()
+        files.log("end", status=status, final_val_loss=val if status == "done" else None, last_val_loss=val,
+                  last_eval_step=val_step, best_val_loss=best, steps=step, total_steps=plan.total,
+                  tokens_per_s=tokens_per_s, time_s=time.time() - t_start)
+        files.close()
 
+    # ---- the end
     if cfg["sample"] and status == "done" and main_process:
         say("samples:")
-        for title in sample_titles(raw_model, tok, cfg["sample"], device):
+        for title in sample_titles(raw_model, data.tok, cfg["sample"], device):
             say("  " + visible(title))
-    return {"status": status, "final_val_loss": val if status == "done" else None, "last_val_loss": val,
-            "last_eval_step": val_step, "best_val_loss": best, "steps": step, "tokens_per_s": tokens_per_s,
-            "gflop_per_s": tokens_per_s * flops_per_token / 1e9, "mfu": tokens_per_s * flops_per_token / peak,
-            "time_s": time.time() - t_start, "n_params": raw_model.num_params(), "run_dir": run_dir, "log": log_path,
-            "ckpt": ckpt_path, "signal": stop_signal[0] if stop_signal else None, "main_process": main_process}
+    return dict(status=status, final_val_loss=val if status == "done" else None, last_val_loss=val, steps=step,
+                last_eval_step=val_step, best_val_loss=best, total_steps=plan.total, time_s=time.time() - t_start,
+                tokens_per_s=tokens_per_s, gflop_per_s=tokens_per_s * flops_per_token / 1e9,
+                mfu=tokens_per_s * flops_per_token / peak, n_params=raw_model.num_params(), run_dir=files.folder,
+                log=files.log_path, ckpt=files.ckpt, signal=stop_signal[0] if stop_signal else None,
+                main_process=main_process)
 
 
 # ----------------------------------------------------------------------------------------------
 
 def main(argv=None):
-    parser, unset = build_parser(), object()
-    # Pre-filling the namespace with a sentinel tells which flags were typed: argparse only sets
-    # defaults for attributes that are missing. Only typed flags override a preset or a checkpoint.
-    ns = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"})
-    explicit = {k: v for k, v in vars(parser.parse_args(argv, ns)).items() if v is not unset}
+    explicit = typed_flags(build_parser(), argv)  # only typed flags override a preset or a checkpoint
     try:
         result = run(**explicit)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     except Diverged as e:
         sys.exit(f"diverged: {e}")
+    except KeyboardInterrupt:  # before the first step (reading, tokenizer, compile) or a second Ctrl-C
+        print("\ninterrupted; nothing more was saved", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if result["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
         sys.exit(128 + (result["signal"] or signal.SIGINT))
     if result["main_process"]:  # the only process, or torchrun's first
-        print(f"final val loss {result['final_val_loss']:.4f} nats/char (best {result['best_val_loss']:.4f}), "
+        unfinished = f" (unfinished: step {result['steps']} of {result['total_steps']})" \
+            * (result["steps"] < result["total_steps"])
+        print(f"final val loss {result['final_val_loss']:.4f} nats/char{unfinished} (best {result['best_val_loss']:.4f}), "
               f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s, "
-              f"MFU {result['mfu']:.0%}), {result['time_s']:.0f} s; run folder {result['run_dir']}")
+              f"MFU {result['mfu']:.0%} of the fastest matmul), {result['time_s']:.0f} s; run folder {result['run_dir']}")
 
 
 if __name__ == "__main__":

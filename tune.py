@@ -1,10 +1,13 @@
 """
-tune.py: search nanorun's training recipe with Optuna (Akiba et al. 2019), one train.run() per trial.
+tune.py (off the reading path): search nanorun's recipe with Optuna (Akiba et al. 2019), one train.run()
+per trial; the sampler is TPE (Bergstra et al. 2011), seeded. Trial 0 of a new study is train.py's
+untuned recipe (defaults, or the --preset), so the table shows what tuning gained.
 
-Searched: lr (log scale), dropout, block_size, warmup_ratio, weight_decay and, with --opt sam/asam,
-rho. The sampler is TPE (Bergstra et al. 2011), seeded. Every train.py flag passes through and is held
-fixed; a searched setting given as a flag (--block_size 64) is held fixed too. Trial 0 of a new study
-is train.py's untuned recipe (defaults, or the --preset), so the table shows what tuning gained.
+Searched, in ranges that are a guess, each widened to hold the untuned value: lr 1e-4..1e-2 log (with
+--opt sgd 1e-3..1 log; never below --min_lr), dropout 0..0.3, block_size 32/64/128, warmup_ratio 0..0.2,
+weight_decay 0..0.1; rho with --opt sam 0.01..0.3 log, with --opt asam 0.1..3 log (ASAM's rho is
+relative to |w|: Kwon et al. 2021 use 0.5; train.py's default is 0.05). Every train.py flag passes
+through and is held fixed, a searched one too (--block_size 64).
 
     python tune.py --trials 30                                  # runs/tune.db, study "tune-asam"
     python tune.py --trials 30 --opt adamw --epochs 2 --num_titles 20000
@@ -15,16 +18,14 @@ at the same evaluation (median of earlier trials, or Hyperband). A trial whose l
 a trial that crashes is recorded as failed and the study goes on. Trial N's run is runs/<study>-tN.
 Running the same command again resumes the study and adds --trials more trials.
 
-Storage, and several workers on one study:
-- default sqlite:///runs/tune.db: one process at a time. SQLite locks the whole file for every write;
-  a busy timeout rides out a short overlap, not a crowd.
-- several processes on one machine: Optuna's journal file (a file path instead of a URL). Start the
-  same command once per worker, each with its own --sampler_seed (the same seed would propose the
-  same first trials), e.g. in two terminals:
+Storage (--storage), and several workers on one study:
+- sqlite:///FILE (default runs/tune.db): one process at a time; SQLite locks the whole file per write.
+- a journal file path: several processes on one machine. Start the same command once per worker, each
+  with its own --sampler_seed (the same seed would propose the same first trials), e.g. in two terminals:
       python tune.py --storage runs/tune.log --study s1 --trials 15 --sampler_seed 1
       python tune.py --storage runs/tune.log --study s1 --trials 15 --sampler_seed 2
-- many machines: a database server, --storage postgresql://user:password@host/db (pip install
-  psycopg2-binary) or mysql+pymysql://..., and the same commands on every machine.
+- postgresql://user:password@host/db (pip install psycopg2-binary) or mysql+pymysql://... (pip install
+  pymysql): many machines, one database server, the same commands on every machine.
 Each worker runs --trials trials; trial numbers are unique across workers.
 """
 
@@ -44,9 +45,10 @@ import torch
 
 import optim
 import train
+from common import ConfigError, seconds, typed_flags
 
 # -----------------------------------------------------------------------------
-# the search space: wide ranges around the study's values (a guess, not a tuned choice)
+# the search space: wide ranges around the study's values (a guess; the docstring, so --help, lists them)
 
 SPACE = {
     "lr": ("log", 1e-4, 1e-2),             # AdamW, SAM/ASAM and Muon (which matches AdamW's update size)
@@ -68,12 +70,11 @@ def search_space(cfg, fixed):
     >>> search_space(dict(train.defaults(), opt="adamw"), {"lr", "block_size"})
     {'dropout': ('float', 0.0, 0.3), 'warmup_ratio': ('float', 0.0, 0.2), 'weight_decay': ('float', 0.0, 0.1)}
     """
-    space = dict(SPACE, lr=SGD_LR if cfg["opt"] == "sgd" else SPACE["lr"])
+    kind, lo, hi = SGD_LR if cfg["opt"] == "sgd" else SPACE["lr"]
+    # the schedule decays to min_lr, so the lr may not go below it (train.py refuses lr < min_lr)
+    space = dict(SPACE, lr=(kind, max(lo, cfg["min_lr"]), hi))
     if cfg["opt"] in RHO:
         space["rho"] = RHO[cfg["opt"]]
-    # the schedule decays to min_lr, so the lr may not go below it (train.py refuses lr < min_lr)
-    kind, lo, hi = space["lr"]
-    space["lr"] = (kind, max(lo, cfg["min_lr"]), hi)
     for name, (kind, *r) in list(space.items()):
         v = baseline_value(cfg, name)
         if kind == "choice":
@@ -92,13 +93,9 @@ def baseline_value(cfg, name):
 
 def suggest(trial, space):
     """One point of the search space, drawn by the study's sampler."""
-    params = {}
-    for name, (kind, *r) in space.items():
-        if kind == "choice":
-            params[name] = trial.suggest_categorical(name, r[0])
-        else:
-            params[name] = trial.suggest_float(name, r[0], r[1], log=(kind == "log"))
-    return params
+    return {name: trial.suggest_categorical(name, r[0]) if kind == "choice"
+            else trial.suggest_float(name, r[0], r[1], log=(kind == "log"))
+            for name, (kind, *r) in space.items()}
 
 
 # -----------------------------------------------------------------------------
@@ -125,10 +122,10 @@ def objective(trial, explicit, space, study_name, out_dir, bad_input):
         result = train.run(callback=report, **{"sample": 0, **explicit, **params, "name": name})
     except train.Diverged as e:
         raise optuna.TrialPruned(f"diverged: {e}") from None
-    except train.ConfigError as e:  # bad input will not get better in the next trial: stop the study
+    except ConfigError as e:  # bad input will not get better in the next trial: stop the study
         bad_input.append(e)
         trial.study.stop()
-        raise
+        return math.nan  # a failed trial, without a traceback from Optuna: main() prints the sentence
     finally:
         # a 30-trial study must not hold 30 models: free this one (and its compiled graphs) now
         gc.collect()
@@ -148,51 +145,81 @@ def objective(trial, explicit, space, study_name, out_dir, bad_input):
 # storage, study and the closing report
 
 
-def open_storage(storage):
-    """An Optuna storage: a URL (sqlite:///..., postgresql://...) or a journal file path."""
-    if "://" not in storage:
-        os.makedirs(os.path.dirname(os.path.abspath(storage)), exist_ok=True)
-        # JournalFileOpenLock takes an exclusive open(O_CREAT | O_EXCL) of a lock file: it works on
-        # every OS and file system, where the default symlink lock does not (Windows)
-        lock = optuna.storages.journal.JournalFileOpenLock(storage + ".lock")
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage, lock_obj=lock))
-    engine_kwargs = None
-    if storage.startswith("postgresql://"):
-        # SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg 3 client; requirements.txt installs
-        # psycopg2 (pip install psycopg2-binary), so name that driver
-        storage = "postgresql+psycopg2://" + storage[len("postgresql://"):]
-    if storage.startswith("sqlite:///"):
-        folder = os.path.dirname(storage[len("sqlite:///"):])
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        # wait up to a minute for another writer's lock instead of failing with "database is locked"
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    # Workers started at once on an empty database all create Optuna's tables: on PostgreSQL each
-    # checks that a table is missing, then creates it, and all but one fail with a duplicate key.
-    # Once the first has committed, the tables exist and a second try only reads them.
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 4:
-                raise
-            time.sleep(random.random())  # a random pause, so the retries do not collide again
+def open_study(url, study_name, pruner, sampler_seed, space, fingerprint, baseline, first_run):
+    """Create or load study `study_name` in storage `url` (a URL or a journal file path), check it against
+    this command's `fingerprint` (the train settings that change what a run learns) and return
+    (study, created, trials it had). A new study queues `baseline` (None: none) as trial 0. Every
+    failure raises ConfigError with one sentence."""
+    shown = without_password(url)  # the URL as printed
+    try:
+        if "://" not in url:  # a journal file: several processes on one machine
+            os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
+            # JournalFileOpenLock takes an exclusive open(O_CREAT | O_EXCL) of a lock file: it works on
+            # every OS and file system, where the default symlink lock does not (Windows)
+            lock = optuna.storages.journal.JournalFileOpenLock(url + ".lock")
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, lock_obj=lock))
+        else:
+            db, engine_kwargs = url, None
+            if url.startswith("postgresql://"):
+                # SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg 3 client; requirements.txt
+                # installs psycopg2 (pip install psycopg2-binary), so name that driver
+                db = "postgresql+psycopg2://" + url[len("postgresql://"):]
+            if url.startswith("sqlite:///"):
+                os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
+                # wait up to a minute for another writer's lock instead of failing with "database is locked"
+                engine_kwargs = {"connect_args": {"timeout": 60}}
+            # Workers started at once on an empty PostgreSQL database all create Optuna's tables, and all but
+            # one fail with a duplicate key; once the first has committed, a retry only reads the tables.
+            for attempt in range(5):
+                try:
+                    storage = optuna.storages.RDBStorage(db, engine_kwargs=engine_kwargs)
+                    break
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                    if attempt == 4:
+                        raise
+                    time.sleep(random.random())  # a random pause, so the retries do not collide again
+    except ImportError:
+        raise ConfigError(f"no database client for {shown.split('://')[0]}:// storages; install it (pip install "
+                          "psycopg2-binary for postgresql://, pip install pymysql for mysql+pymysql://)") from None
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # NoSuchModuleError (foo://) is an ArgumentError
+        raise ConfigError(f"--storage {shown} is not a storage tune.py can open; pass sqlite:///FILE, "
+                          "postgresql://USER:PASSWORD@HOST/DB, mysql+pymysql://USER:PASSWORD@HOST/DB or a "
+                          "journal file path") from None
+    except sqlalchemy.exc.DBAPIError as e:  # server down; wrong host, port or password
+        raise ConfigError(f"cannot open --storage {shown}: {str(e.orig).strip().splitlines()[0]}") from None
+    except OSError as e:  # a folder that cannot be made, a journal file that cannot be written
+        raise ConfigError(f"cannot open --storage {shown}: {e.strerror}") from None
 
-
-def wait_for_first_trial(study, seconds=10):
-    """The study's trials, once it has one; waits at most `seconds` for another worker's first trial.
-
-    The worker that creates a study saves its train config first, then queues the baseline trial (or,
-    with --no-baseline, starts a trial): a worker that finds a trial finds the config to check its flags
-    against, and runs no trial before the baseline. No trial after the wait: the study was made outside
-    tune.py, or its creator stopped early.
-    """
-    deadline = time.monotonic() + seconds
-    trials = study.get_trials(deepcopy=False)
-    while not trials and time.monotonic() < deadline:
-        time.sleep(0.2)
-        trials = study.get_trials(deepcopy=False)
-    return trials
+    try:  # creating a study is atomic in every storage: of several workers started at once, one wins
+        study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize", pruner=pruner,
+                                    sampler=optuna.samplers.TPESampler(seed=sampler_seed))
+        created, trials = True, []
+    except optuna.exceptions.DuplicatedStudyError:
+        # The creator saves its config, then queues the baseline (or starts a trial): a worker that finds a trial
+        # finds the config, and runs no trial before the baseline. None in 10 s: made outside tune.py, or stopped.
+        study, created = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner), False
+        deadline = time.monotonic() + 10
+        while not (trials := study.get_trials(deepcopy=False)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # seed + trials already made: a resumed study draws new points instead of repeating its first ones
+        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(trials))
+    saved = study.user_attrs.get("train_config")  # None: a new study, or one made outside tune.py
+    if saved is not None and saved != fingerprint:
+        k = next(k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k, "?") != fingerprint.get(k, "?"))
+        was, now = (f"{k}={d[k]!r}" if k in d else f"{k} searched" for d in (saved, fingerprint))
+        raise ConfigError(f"study {study_name!r} in {shown} was run with {was}, not {now}; pass the same flags "
+                          "to resume it, or name a new study with --study")
+    if not trials and os.path.exists(first_run):
+        if created:  # leave no empty study behind: once the runs are moved, the same command starts afresh
+            optuna.delete_study(study_name=study_name, storage=storage)
+        raise ConfigError(f"{first_run} exists but study {study_name!r} in {shown} has no trials; it is left from "
+                          "another storage: name a new study with --study, or move those runs away")
+    if saved is None:  # this worker's flags become the study's config
+        study.set_user_attr("space", {k: list(v) for k, v in space.items()})
+        study.set_user_attr("train_config", fingerprint)
+    if created and baseline is not None:  # after the config (see above): one baseline trial, trial 0
+        study.enqueue_trial(baseline, user_attrs={"baseline": True})
+    return study, created, len(trials)
 
 
 def make_pruner(name, max_evals, prune_after):
@@ -244,10 +271,8 @@ def report_table(study, explicit, top=10):
     for t in done[:top]:
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (t.params.get(k, "-") for k in names)]
         tag = " (untuned)" if t.user_attrs.get("baseline") else ""
-        s = t.user_attrs.get("time_s", math.nan)
-        time = f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
-        lines.append(f"| {t.number}{tag} | {t.value:.4f} | " + " | ".join(cells) + f" | {time} | "
-                     f"{t.user_attrs.get('run', '-')} |")
+        lines.append(f"| {t.number}{tag} | {t.value:.4f} | " + " | ".join(cells) + " | "
+                     f"{seconds(t.user_attrs.get('time_s'))} | {t.user_attrs.get('run', '-')} |")
     base = [t for t in done if t.user_attrs.get("baseline")]
     if base:
         lines += ["", f"untuned recipe (trial {base[0].number}): {base[0].value:.4f}; "
@@ -261,7 +286,8 @@ def report_table(study, explicit, top=10):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Every other flag is a train.py flag (python train.py --help).")
+                                     epilog="Every other flag is a train.py flag (python train.py --help).",
+                                     allow_abbrev=False)  # --sample is train.py's flag, not a start of --sampler_seed
     parser.add_argument("--trials", type=int, default=30, help="trials this command runs (default: %(default)s)")
     parser.add_argument("--storage", default=None, help="Optuna storage URL, or a journal file path for several "
                         "workers on one machine (default: sqlite:///<out_dir>/tune.db)")
@@ -277,74 +303,30 @@ def main(argv=None):
     parser.add_argument("--baseline", default=True, action=argparse.BooleanOptionalAction,
                         help="trial 0 of a new study is the untuned recipe (default: %(default)s)")
     args, rest = parser.parse_known_args(argv)
-    if args.trials < 1 or args.prune_after < 0:
-        sys.exit("error: --trials must be at least 1 and --prune_after at least 0.")
-
-    # the train.py flags actually typed: argparse fills in a default only where the namespace has
-    # no value yet, so a namespace pre-filled with a marker tells typed flags from defaults
-    unset = object()
     train_parser = train.build_parser()
     train_parser.usage = "tune.py [tune.py flags] [train.py flags] (see python train.py --help)"
-    typed = vars(train_parser.parse_args(rest, argparse.Namespace(**dict.fromkeys(train.defaults(), unset))))
-    explicit = {k: v for k, v in typed.items() if v is not unset}
-    for key in ("name", "resume"):
-        if key in explicit:
-            sys.exit(f"error: tune.py names every trial's run <study>-t<number> itself; drop --{key}.")
-    try:
-        cfg = train.resolve_config(explicit)  # bad flags fail here, before any trial starts
-    except train.ConfigError as e:
+    explicit = typed_flags(train_parser, rest)  # the train.py flags typed: these are held fixed
+    try:  # every bad flag, storage or study fails here, before any trial starts
+        if args.trials < 1 or args.prune_after < 0:
+            raise ConfigError("--trials must be at least 1 and --prune_after at least 0")
+        for key in ("name", "resume"):
+            if key in explicit:
+                raise ConfigError(f"tune.py names every trial's run <study>-t<number> itself; drop --{key}")
+        cfg = train.resolve_config(explicit)
+        space = search_space(cfg, set(explicit))
+        if not space:
+            raise ConfigError("every searched setting is fixed by a flag; drop one of --"
+                              + ", --".join(search_space(cfg, set())))
+        study_name = args.study or f"tune-{cfg['opt']}"
+        url = args.storage or f"sqlite:///{cfg['out_dir']}/tune.db"
+        pruner = make_pruner(args.pruner, max(1, round(cfg["epochs"] * cfg["evals_per_epoch"])), args.prune_after)
+        fingerprint = {k: v for k, v in sorted(cfg.items()) if k not in FREE and k not in space}
+        baseline = {k: baseline_value(cfg, k) for k in space} if args.baseline else None
+        study, created, n_trials = open_study(url, study_name, pruner, args.sampler_seed, space, fingerprint,
+                                              baseline, first_run=os.path.join(cfg["out_dir"], f"{study_name}-t0"))
+    except ConfigError as e:
         sys.exit(f"error: {e}")
-    space = search_space(cfg, set(explicit))
-    if not space:
-        sys.exit("error: every searched setting is fixed by a flag; drop one of --" + ", --".join(SPACE) + ".")
-    study_name = args.study or f"tune-{cfg['opt']}"
-    url = args.storage or f"sqlite:///{cfg['out_dir']}/tune.db"
-    storage_url = without_password(url)  # the URL as printed from here on
-
-    try:
-        storage = open_storage(url)
-    except ImportError:
-        sys.exit(f"error: no database client for {storage_url.split('://')[0]}:// storages; install it "
-                 "(pip install psycopg2-binary for postgresql://).")
-    except sqlalchemy.exc.OperationalError as e:  # server down, wrong host, port or password
-        sys.exit(f"error: cannot open {storage_url}: {str(e.orig).strip().splitlines()[0]}")
-    pruner = make_pruner(args.pruner, max(1, round(cfg["epochs"] * cfg["evals_per_epoch"])), args.prune_after)
-    fingerprint = {k: v for k, v in sorted(cfg.items()) if k not in FREE and k not in space}
-    first_run = os.path.join(cfg["out_dir"], f"{study_name}-t0")
-    stale_runs = (f"error: {first_run} exists but study {study_name!r} in {storage_url} has no trials; it is left "
-                  "from another storage: name a new study with --study, or move those runs away.")
-    try:  # creating a study is atomic in every storage: of several workers started at once, one wins
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize", pruner=pruner,
-                                    sampler=optuna.samplers.TPESampler(seed=args.sampler_seed))
-        created = True
-    except optuna.exceptions.DuplicatedStudyError:
-        n = len(optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False))
-        # seed + trials already made: a resumed study draws new points instead of repeating its first ones
-        study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
-                                  sampler=optuna.samplers.TPESampler(seed=args.sampler_seed + n))
-        created = False
-    if created:  # only this worker sets the study up, so there is one baseline trial, and it is trial 0
-        if os.path.exists(first_run):
-            sys.exit(stale_runs)
-        study.set_user_attr("space", {k: list(v) for k, v in space.items()})
-        study.set_user_attr("train_config", fingerprint)
-        if args.baseline:  # after the config: the other workers wait for a first trial (wait_for_first_trial)
-            study.enqueue_trial({k: baseline_value(cfg, k) for k in space}, user_attrs={"baseline": True})
-    else:
-        trials = wait_for_first_trial(study)
-        saved = study.user_attrs.get("train_config")
-        if saved is None:  # a study made outside tune.py: this worker's flags become its config
-            study.set_user_attr("space", {k: list(v) for k, v in space.items()})
-            study.set_user_attr("train_config", fingerprint)
-        elif saved != fingerprint:
-            k = next(k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k, "?") != fingerprint.get(k, "?"))
-            def setting(d):
-                return f"{k}={d[k]!r}" if k in d else f"{k} searched"
-            sys.exit(f"error: study {study_name!r} in {storage_url} was run with {setting(saved)}, not "
-                     f"{setting(fingerprint)}; pass the same flags to resume it, or name a new study with --study.")
-        if not trials and os.path.exists(first_run):
-            sys.exit(stale_runs)
-    print(f"study {study_name} in {storage_url} ({'new' if created else f'{len(trials)} trials so far'}); "
+    print(f"study {study_name} in {without_password(url)} ({'new' if created else f'{n_trials} trials so far'}); "
           f"searching {', '.join(space)}; {args.trials} trials, pruner {args.pruner}")
 
     bad_input = []

@@ -15,6 +15,9 @@ import argparse
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository: common.py
+from common import atomic_file  # noqa: E402
+
 REPO = "julien040/hacker-news-posts"
 REVISION = "9e21b0f3c36bd7ce50b741ce966297a7f73cae38"  # the June 2023 snapshot the study sampled
 
@@ -40,14 +43,13 @@ def main():
         ds = load_dataset(REPO, split="train", revision=REVISION)
     except Exception as e:  # noqa: BLE001 - offline, hub down, proxy...
         sys.exit(f"error: could not download {REPO} ({type(e).__name__}: {e}); "
-                 "check the network, or pass any one-title-per-line file to train.py with --data")
+                 "check the network, or use any file with one title per line: make run DATA=FILE "
+                 "(or python train.py --data FILE)")
     ds = ds.shuffle(seed=1337)  # the study's order: same seed, same library call
     n = len(ds) if args.limit == 0 else min(args.limit, len(ds))
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(args.out) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for title in ds.select(range(n))["title"]:
             f.write(clean(title) + "\n")
-    os.replace(tmp, args.out)
     print(f"wrote {n:,} titles to {args.out}")
 
 
