@@ -1,10 +1,11 @@
 # nanorun: every step is one command. `make help` lists them.
 PY    ?= .venv/bin/python
 DATA  ?= data/hn_titles.txt
-# A first run that finishes in minutes on a laptop CPU: the study's smallest model, fewer titles, 1 epoch.
-FIRST ?= --preset step6 --num_titles 30000 --epochs 1
+# A first run that finishes in minutes on a laptop CPU: nanorun's recipe on the study's smallest model,
+# fewer titles, 1 epoch.
+FIRST ?= --preset nanorun --num_titles 30000 --epochs 1
 
-.PHONY: help install run data test bench tune evaluate figure ladder ablate speedrun
+.PHONY: help install run data test bench tune evaluate figure records ladder ablate speedrun
 help:            ## this list
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -55,6 +56,10 @@ evaluate: install  ## held-out test loss of checkpoints as a Markdown table (CKP
 
 figure: install    ## runs/figure.png from the run logs (RUNS='runs/*/log.jsonl')
 	$(PY) plot_logs.py --runs '$(RUNS)' $(ARGS)
+
+records: install   ## print README.md's tables from the logs in records/ (each table's command is in README.md)
+	@grep -o "<!-- table: python plot_logs.py .* -->" README.md | sed 's/<!-- table: python //; s/ -->//' | \
+	while read -r args; do echo "\$$ python $$args"; eval "$(PY) $$args" || exit 1; echo; done
 
 ladder: install    ## every step of the study in order, then its table (SCALE=cpu or full)
 	@[ -n "$(filter $(SCALE),cpu full)" ] || { echo "error: unknown SCALE=$(SCALE); use SCALE=cpu or SCALE=full"; exit 1; }

@@ -3,11 +3,11 @@ bench.py: every speed number of nanorun, measured one way, in one place.
 
     python bench.py step --opt asam             # whole training steps (train.train_step) of the 2.56M model
     python bench.py model                       # forward+backward tokens/s: eager/compiled x fp32/bf16, two shapes
-    python bench.py adamw                       # one AdamW step, hand-written vs torch.optim.AdamW
+    python bench.py adamw                       # AdamW per tensor (optim.py) vs torch's multi-tensor foreach
     python bench.py tokenizer --data titles.txt # BPE training and encoding time on real titles
 
 `step` and `model` build the model the way train.py does (speed.use_fast_modules, the same process-wide
-settings, torch.compile with its warm-up) and time it on random tokens. They print the median step and the
+settings, torch.compile with its warm-up, bf16 where it is measured faster) and time it on random tokens. They print the median step and the
 fastest one: the fastest is the one least disturbed by other work on the machine.
 """
 
@@ -161,7 +161,7 @@ def bench_tokenizer(args, device):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter)
     p.add_argument("what", choices=["step", "model", "adamw", "tokenizer"], help="what to time")
-    p.add_argument("--shape", choices=["all", *SHAPES], default="2.56M", help="model shape ('all': model only)")
+    p.add_argument("--shape", choices=["all", *SHAPES], default="2.56M", help="model shape ('all': both, for model and adamw)")
     p.add_argument("--opt", choices=optim.OPTIMIZERS, default="adamw", help="optimizer of `step`")
     p.add_argument("--dropout", type=float, default=0.0, help="the model's dropout")
     p.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,

@@ -1,12 +1,9 @@
 r"""
 bpe.py: a byte-level BPE tokenizer in plain Python: learn merges from titles, encode, decode.
 
-Byte pair encoding (Sennrich, Haddow & Birch 2016, "Neural Machine Translation of Rare Words with Subword
-Units") starts from single symbols and, again and again, gives the most frequent adjacent pair a new id of
-its own. Byte-level BPE (GPT-2, Radford et al. 2019) starts from the 256 byte values of UTF-8, so every
-string can be encoded and nothing is ever unknown. Ids: 0..255 are the bytes, 256.. the merges in the
-order they were learned, then the special tokens (just "<eos>" by default). The textbook version comes
-first; the fast versions the Tokenizer runs follow under one banner, each tested against its textbook twin.
+Byte pair encoding (Sennrich et al. 2016) gives the most frequent adjacent pair a new id, again and again;
+byte-level BPE (GPT-2, Radford et al. 2019) starts from the 256 bytes of UTF-8, so nothing is unknown. Ids:
+0..255 are the bytes, 256.. the merges in the order learned, then the special tokens (just "<eos>").
 
     >>> titles = ["Show HN: a tokenizer", "Ask HN: a tokenizer?"]
     >>> tok = Tokenizer.train(titles, vocab_size=268)  # 256 bytes + 11 merges + <eos>; train.py uses 4000
@@ -35,19 +32,14 @@ FORMAT, VERSION = "nanorun-bpe", 1
 # -----------------------------------------------------------------------------
 # the textbook algorithm: cut text into chunks, count the pairs, merge the most frequent one, repeat
 
-# Pre-tokenization: merges never cross a chunk boundary (no token spans "HN:" or "it's"). The pattern is in
-# the spirit of GPT-2's, written with the standard library's `re` (no \p{L}):
-#   contractions ('s 't 're 've 'm 'll 'd, with either apostrophe ' or ’),
-#   letters [^\W\d_] with one leading space kept (" world" and "world" are different chunks),
-#   numbers: a whole run of digits, like the Rust `tokenizers` ByteLevel pre-tokenizer,
-#   punctuation: anything that is not a space, letter or digit (underscore included),
-#   whitespace: a run of spaces, minus the last space when a word follows (it joins that word).
+# Pre-tokenization: merges never cross a chunk boundary (no token spans "HN:" or "it's"). Like GPT-2's pattern,
+# for the standard library's `re` (no \p{L}): contractions ('s 't 're 've 'm 'll 'd, with ' or ’); runs of letters,
+# of digits or of punctuation (underscore too), each with one leading space; spaces (a word takes the last one).
 PATTERN = r"""['’](?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 
 
 def split_chunks(text):
     """Cut text into pre-tokenization chunks; joined back they give the text.
-
     >>> split_chunks("Show HN: it's 2024!")
     ['Show', ' HN', ':', ' it', "'s", ' 2024', '!']
     """
@@ -56,7 +48,6 @@ def split_chunks(text):
 
 def get_pairs(ids):
     """Count adjacent pairs.
-
     >>> get_pairs([1, 2, 3, 1, 2])
     {(1, 2): 2, (2, 3): 1, (3, 1): 1}
     """
@@ -65,16 +56,14 @@ def get_pairs(ids):
 
 def merge(ids, pair, new_id):
     """Replace every occurrence of pair, scanning left to right, by new_id: what one merge means.
-
     >>> merge([1, 2, 3, 1, 2], (1, 2), 4)
     [4, 3, 4]
     >>> merge([5, 5, 5], (5, 5), 6)  # overlapping: the leftmost pair wins
     [6, 5]
     """
-    a, b = pair
     out, i, n = [], 0, len(ids)
     while i < n:
-        if ids[i] == a and i + 1 < n and ids[i + 1] == b:
+        if i + 1 < n and (ids[i], ids[i + 1]) == pair:
             out.append(new_id)
             i += 2
         else:
@@ -84,18 +73,12 @@ def merge(ids, pair, new_id):
 
 
 def train_merges_basic(chunk_counts, num_merges):
-    """Learn num_merges merges from {chunk string: how often it occurs}; returns [(a, b), ...].
-
-    Count every adjacent pair, give the most frequent one the next id, rewrite the chunks with merge(),
-    and start over. Merge number r gives the pair (a, b) the id 256 + r. Tie-break: the pair with the
-    highest count wins; among equal counts, the smallest (a, b) (compare a first, then b). That makes
-    the result fully deterministic.
-
+    """Learn num_merges merges [(a, b), ...] from {chunk string: how often it occurs}: count every adjacent
+    pair, give the most frequent one the next id (merge r gets 256 + r), merge() it in every chunk, repeat.
+    Ties go to the smallest (a, b), so the result is deterministic. Each distinct chunk is kept once, with its count.
     >>> train_merges_basic({"aaab": 1, "ab": 2}, 2)  # "ab" 3 times, "aa" twice; then (97, 97) and (97, 256) tie
     [(97, 98), (97, 97)]
     """
-    # The corpus is the set of unique chunks, each with its count: a title corpus repeats " the",
-    # " HN", ":" thousands of times, so we store each of them once and weight its pairs by its count.
     words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
     freqs = list(chunk_counts.values())
     merges = []
@@ -107,27 +90,19 @@ def train_merges_basic(chunk_counts, num_merges):
         if not counts:  # every chunk is a single id: nothing is left to merge
             break
         best = min(counts, key=lambda pair: (-counts[pair], pair))  # highest count, then smallest pair
-        new_id = 256 + len(merges)
+        words = [merge(word, best, 256 + len(merges)) for word in words]
         merges.append(best)
-        words = [merge(word, best, new_id) for word in words]
     return merges
 
 
 def encode_chunk_basic(ids, ranks):
-    """Apply the merges to one chunk's ids; ranks is {pair: its merge id}, as the Tokenizer keeps it.
-
-    Again and again, of the adjacent pairs that have a merge, take the one learned earliest (the
-    smallest merge id) and merge() it everywhere, left to right. A merge only makes pairs that contain
-    its new id, and those were learned after it, so this applies the merges in the order they were
-    learned, just as training applied them to the chunks it saw.
-
-    >>> ranks = {(97, 97): 256, (256, 256): 257}  # "aa" is 256, then "aaaa" is 257
-    >>> encode_chunk_basic(list(b"aaaaa"), ranks)  # a a a a a -> aa aa a -> aaaa a
+    """Apply the merges to one chunk's ids (ranks: {pair: its merge id}): merge() the pair learned earliest,
+    again and again. A merge only makes pairs holding its new id, learned later, so this is training's order.
+    >>> encode_chunk_basic(list(b"aaaaa"), {(97, 97): 256, (256, 256): 257})  # a a a a a -> aa aa a -> aaaa a
     [257, 97]
     """
     while len(ids) >= 2:
-        pairs = get_pairs(ids)
-        pair = min(pairs, key=lambda p: ranks.get(p, float("inf")))
+        pair = min(get_pairs(ids), key=lambda p: ranks.get(p, float("inf")))
         if pair not in ranks:  # no pair left that has a merge
             break
         ids = merge(ids, pair, ranks[pair])
@@ -141,11 +116,10 @@ class Tokenizer:
     """Byte-level BPE: merges learned by train(), plus special tokens after them."""
 
     def __init__(self, merges, specials=("<eos>",), pattern=PATTERN):
-        self.specials = tuple(specials)
-        if not all(isinstance(s, str) and s for s in self.specials) or len(set(self.specials)) != len(self.specials):
-            raise ValueError(f"special tokens must be distinct non-empty strings, got {self.specials!r}.")
-        if "<eos>" not in self.specials:
-            raise ValueError(f"special tokens must include '<eos>', got {self.specials!r}.")
+        specials = self.specials = tuple(specials)
+        ok = all(isinstance(s, str) and s for s in specials) and len(set(specials)) == len(specials)
+        if not ok or "<eos>" not in specials:
+            raise ValueError(f"special tokens must include '<eos>' and be distinct non-empty strings, got {specials}.")
         self.merges = []  # merges[r] = (a, b): that pair becomes id 256 + r
         for r, pair in enumerate(merges):
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(type(x) is int for x in pair)
@@ -153,18 +127,14 @@ class Tokenizer:
                 raise ValueError(f"merge {r} is {pair!r}, but it must be a pair of ids below {256 + r}.")
             self.merges.append(tuple(pair))
         self.pattern, self._split = pattern, re.compile(pattern).findall
-        # pair -> its new id. Ids grow with merge order, so a smaller id is a merge learned earlier.
-        self._ranks = {pair: 256 + r for r, pair in enumerate(self.merges)}
-        # id -> the bytes it stands for; a special token stands for its own text.
-        self._bytes = [bytes([i]) for i in range(256)]
+        self._ranks = {pair: 256 + r for r, pair in enumerate(self.merges)}  # pair -> its id: smaller is earlier
+        self._bytes = [bytes([i]) for i in range(256)]  # id -> its bytes; a special token's are its own text
         for a, b in self.merges:
             self._bytes.append(self._bytes[a] + self._bytes[b])
         self._bytes += [s.encode("utf-8") for s in self.specials]
         self.vocab_size = len(self._bytes)  # 256 bytes + merges + special tokens
         self.eos_id = 256 + len(self.merges) + self.specials.index("<eos>")  # ends every title in the stream
-        # chunk string -> its ids. Text repeats the same chunks over and over (" the", " HN", ":"), so each
-        # distinct chunk is encoded once; it grows with the distinct chunks seen (about 75k for 90k titles).
-        self._cache = {}
+        self._cache = {}  # chunk -> its ids: each distinct chunk (~75k in 90k titles) is encoded once
 
     @classmethod
     def train(cls, texts, vocab_size, specials=("<eos>",)):
@@ -206,11 +176,7 @@ class Tokenizer:
         return ids
 
     def decode(self, ids):
-        """list of ids -> str. A special token comes back as its text ("<eos>").
-
-        Ids sampled from a model may cut a multi-byte character in half; such bytes become the
-        replacement character U+FFFD instead of an error. decode(encode(s)) == s holds for any str s.
-        """
+        """list of ids -> str, specials as their text; bytes that are not UTF-8 (a cut character) become U+FFFD."""
         ids = [int(i) for i in ids]  # also accepts numpy or torch integers
         if ids and not (0 <= min(ids) and max(ids) < self.vocab_size):  # min() and max() run in C
             bad = next(i for i in ids if not 0 <= i < self.vocab_size)
@@ -219,7 +185,6 @@ class Tokenizer:
 
     def pieces(self, ids):
         """Each id's text on its own, for showing how a string was cut.
-
         >>> Tokenizer([(97, 97)]).pieces([256, 97, 257])  # one merge "aa" = 256, then <eos> = 257
         ['aa', 'a', '<eos>']
         """
@@ -235,8 +200,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path):
-        """Read a file written by save(); raise ValueError, in one sentence that says what is wrong, if it is
-        not one. What to do is the caller's to say (a cached tokenizer can be trained again, a run's cannot)."""
+        """Read a file written by save(); a bad one raises ValueError saying why (what to do is the caller's)."""
         def bad(why):
             return ValueError(f"{path} is not a {FORMAT} tokenizer file ({str(why).rstrip('.')}).")
         try:
@@ -257,33 +221,24 @@ class Tokenizer:
 
 
 # -----------------------------------------------------------------------------
-# fast paths: the same results as the textbook functions above, faster (measured on a 2-core AMD EPYC:
-# training 100x, then 40% less CPU with the collector paused; long chunks in n log n steps instead of n^2)
+# fast paths: the same results as the textbook functions above, sooner (timed on a 2-core AMD EPYC)
 
 def train_merges(chunk_counts, num_merges):
-    """The same merges as train_merges_basic, computed incrementally; what Tokenizer.train uses.
-
+    """train_merges_basic's merges, counted incrementally: a merge visits only the chunks that hold its pair.
     >>> train_merges({"aaab": 1, "ab": 2}, 2)
     [(97, 98), (97, 97)]
     """
-    # The basic loop recounts every pair of every chunk after each merge, although a merge changes only the
-    # pairs at the places it merges. Here the counts are kept, and each merge visits only the chunks that
-    # contain its pair and adjusts the counts next to each merge site. Learning 500 merges from 5,000
-    # synthetic titles (3,245 distinct chunks) took 0.07 s of CPU here and 7 s with train_merges_basic.
+    # 500 merges from 5,000 synthetic titles (3,245 distinct chunks): 0.07 s of CPU, 7 s with train_merges_basic.
     words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
     freqs = list(chunk_counts.values())
-    # counts: pair -> how often it occurs in the corpus. where: pair -> indices of the words that contain it;
-    # it may still list words that lost the pair since (we never remove from it): merging finds nothing there.
+    # counts: pair -> how often it occurs; where: pair -> the words that hold it, or once did (they merge nothing)
     counts, where = defaultdict(int), defaultdict(set)
     for i, (word, f) in enumerate(zip(words, freqs)):
         for pair, c in get_pairs(word).items():
             counts[pair] += c * f
             where[pair].add(i)
-    # A max-heap of (-count, a, b) (heapq is a min-heap) with lazy invalidation: rather than update the heap
-    # as counts change, a popped entry is checked against the live count. Only a new pair (one containing
-    # the new id) can gain count, and it is pushed when it appears; a pair that lost count is pushed again
-    # when its old entry reaches the top. So the first up-to-date entry is the best pair, ties broken as in
-    # train_merges_basic (the smallest (a, b) pops first).
+    # A max-heap of (-count, a, b), updated lazily: a popped entry whose count changed is pushed again. Only pairs
+    # holding the new id gain count, pushed as they appear: the first live entry is the best (ties: smallest (a, b)).
     heap = [(-c, a, b) for (a, b), c in counts.items()]
     heapq.heapify(heap)
     merges = []
@@ -296,8 +251,7 @@ def train_merges(chunk_counts, num_merges):
             continue
         new_id = 256 + len(merges)
         merges.append(pair)
-        # Rewrite only the words that contain the pair, left to right. `new + word[j:]` is always the word
-        # as it stands, so at each merge site only the pairs touching it change:
+        # Rewrite each word holding the pair; per merge site (left = new[-1], already rewritten) only 3 pairs change:
         # (left, a) -> (left, new_id), (a, b) -> gone, (b, right) -> (new_id, right).
         fresh = set()  # pairs that contain new_id
         for i in where.pop(pair):
@@ -332,10 +286,8 @@ def train_merges(chunk_counts, num_merges):
 
 @contextlib.contextmanager
 def gc_paused():
-    """Pause Python's cycle collector for the block; Tokenizer.train learns its merges inside one."""
-    # Training builds a few hundred thousand small lists, sets and tuples that never form reference cycles,
-    # and the collector would scan them again and again. Learning 4,000 tokens from 90,000 HN titles took
-    # 2.5 s of CPU paused and 4.1 s with the collector on (medians of 4 runs each, interleaved A/B).
+    """Pause Python's cycle collector for the block: Tokenizer.train makes many small objects that form no cycles."""
+    # 4,000 tokens from 90,000 HN titles: 2.5 s of CPU paused, 4.1 s with the collector on (medians of 4, interleaved).
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -345,24 +297,17 @@ def gc_paused():
             gc.enable()
 
 
-LONG_CHUNK = 64  # bytes; longer chunks take encode_long_chunk (encode_chunk says why)
+LONG_CHUNK = 64  # bytes; longer chunks take encode_long_chunk (the two cost about the same at 30 to 60 bytes)
 
 
 def encode_chunk(ids, ranks):
     """The same ids as encode_chunk_basic, fast for chunks of any length; what Tokenizer.encode uses.
-
     >>> encode_chunk(list(b"aaaaa"), {(97, 97): 256, (256, 256): 257})
     [257, 97]
     """
-    # encode_chunk_basic rebuilds the whole chunk for every merge. Here pair_ids[k] is the merge id of the
-    # pair (ids[k], ids[k + 1]), or inf if that pair never merged; each round merges the smallest id at its
-    # leftmost place and looks up only the two pairs that now touch it (a second place with the same pair
-    # wins the next round, as in merge()). Nearly every chunk is short (in 90,000 HN titles half the distinct
-    # chunks have at most 8 bytes, 99% at most 15), and for those this plain loop is the fastest version we
-    # have: half the time of encode_long_chunk on those titles' chunks, because min() and index() run in C.
-    # But a round costs ~n steps, so a chunk of n bytes costs ~n^2 (one title of 40,000 a's took 16 s) and
-    # long chunks take encode_long_chunk, whose cost grows as n log n. The two cost about the same for
-    # chunks of 30 to 60 bytes; the cut is at LONG_CHUNK = 64.
+    # pair_ids[k]: the merge id of (ids[k], ids[k + 1]), or inf. A round merges the smallest at its leftmost place
+    # and looks up only the two pairs now touching it. In 90,000 HN titles 99% of distinct chunks have <= 15 bytes:
+    # there this takes half encode_long_chunk's time (min(), index() run in C), but n bytes cost ~n^2 (40k a's: 16 s).
     if len(ids) > LONG_CHUNK:
         return encode_long_chunk(ids, ranks)
     ids, inf = list(ids), float("inf")
@@ -383,23 +328,15 @@ def encode_chunk(ids, ranks):
 
 def encode_long_chunk(ids, ranks):
     """The same ids as encode_chunk_basic, in O(n log n) steps for a chunk of n bytes.
-
     >>> encode_long_chunk(list(b"aaaaa"), {(97, 97): 256, (256, 256): 257})
     [257, 97]
     """
-    # Like encode_chunk_basic, it merges the earliest learned pair everywhere, left to right, then the next
-    # one, but it never rescans the chunk to find where a pair stands:
-    # 1. The symbols form a doubly linked list over the byte positions 0..n-1: merging the pair at position i
-    #    writes the new id at i and unlinks the symbol after it in O(1) (deleting from a Python list shifts
-    #    everything behind it). A symbol keeps the position of its first byte, so positions stay in order.
-    # 2. where[merge id] lists the positions where that merge's pair stands, and a min-heap holds the merge
-    #    ids that have positions waiting. We pop the smallest and merge at its positions in sorted order:
-    #    the order of a min-heap of (merge id, position), but one sort per merge id instead of a push and a
-    #    pop per position, which made 200,000 a's encode ~4x faster. A merge only makes pairs that contain
-    #    its new id, whose merge ids are larger, so the list being worked through never grows.
-    # 3. A merge changes the pairs on both sides of the new symbol. Rather than remove their old positions
-    #    from `where`, we add the new pairs and skip a listed position whose symbols no longer form the pair
-    #    ("lazy deletion"), e.g. position 1 of "aaa" once 0 and 1 merged.
+    # The merges apply earliest first, each everywhere left to right, as in encode_chunk_basic, with no rescan:
+    # 1. The symbols form a doubly linked list over byte positions (each at its first byte's): unlinking is O(1).
+    # 2. where[merge id] lists the positions where that pair stands; a min-heap holds the merge ids waiting.
+    #    Pop the smallest, merge at its positions in sorted order (one sort per id, not a heap push and pop per
+    #    position: 200,000 a's encode ~4x faster). New pairs hold the new id, a larger one: the list never grows.
+    # 3. Positions are never removed from `where`: one that no longer holds the pair is skipped ("lazy deletion").
     ids, n = list(ids), len(ids)
     prev = list(range(-1, n - 1))  # prev[i]: the position of the symbol before i, -1 at the start
     next_ = list(range(1, n + 1))  # next_[i]: the position of the symbol after i, n at the end
@@ -407,8 +344,7 @@ def encode_long_chunk(ids, ranks):
     for i, pair in enumerate(zip(ids, ids[1:])):
         if pair in ranks:
             where[ranks[pair]].append(i)
-    heap = list(where)
-    heapq.heapify(heap)
+    heap = sorted(where)  # a sorted list is already a min-heap
 
     def add(pair, i):  # the pair now standing at position i may merge later
         new_id = ranks.get(pair)

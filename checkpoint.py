@@ -9,10 +9,10 @@ A folder is never reused, files are replaced atomically (common.atomic_file), an
 another run, a corrupt one or a missing one is one clear sentence (common.ConfigError). train.py writes
 the log and the checkpoint through RunFiles; plot_logs.py reads the logs back.
 
-    files = RunFiles.new(cfg)                  # runs/<name>/, never an existing folder
-    files.log("eval", step=100, val_loss=1.32)
-    files.save(save_state(...))                # ckpt.pt, atomically
-    ckpt = load_checkpoint("runs/NAME")        # a checkpoint, or a run folder
+    files = RunFiles.for_run(cfg, resume=None, writer=True)   # a new runs/<name>/, never an existing one
+    files.log("eval", step=100, val_loss=1.32)                # one line of log.jsonl
+    files.save(save_state(...))                                # ckpt.pt, atomically
+    ckpt = load_checkpoint("runs/NAME")                        # a checkpoint, or a run folder
 """
 
 import hashlib

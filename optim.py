@@ -24,11 +24,9 @@ ASAM_RHO = 0.5
 
 
 # -----------------------------------------------------------------------------
-# SGD and AdamW, one tensor at a time
-#
-# Measured (python bench.py adamw, NOTES.md): updating all tensors at once with torch._foreach_* ops, as
-# torch.optim.AdamW(foreach=True) does, saves less than 1% of a training step on this CPU, so there is no
-# multi-tensor path here.
+# SGD and AdamW, one tensor at a time. No multi-tensor (torch._foreach_*) path: on this CPU it made AdamW's
+# step no faster (`python bench.py adamw`, NOTES.md). On CUDA, a launch per tensor and operation may cost
+# more: not measured.
 
 def groups_with_grads(opt):
     """(group, the group's params that have a gradient) for each param group that has any."""
@@ -76,17 +74,15 @@ class SGD(torch.optim.Optimizer):
                 if wd != 0:
                     g = g.add(p, alpha=wd)                  # L2, coupled: g <- g + wd w
                 if mu != 0:
-                    # heavy ball (Polyak 1964) in torch.optim.SGD's form: b <- mu b + (1 - dampening) g,
-                    # w <- w - lr b. Sutskever et al. 2013 (eq. 1) keep lr inside b: the same for a constant lr
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
+                    # heavy ball (Polyak 1964) as torch.optim.SGD writes it: b <- mu b + (1 - dampening) g, step b
+                    # (Sutskever et al. 2013, eq. 1, keep lr inside b: the same for a constant lr)
+                    buf = self.state[p].get("momentum_buffer")
                     if buf is None:
-                        buf = state["momentum_buffer"] = g.detach().clone()  # first step: b = g, undampened
+                        buf = self.state[p]["momentum_buffer"] = g.detach().clone()  # first step: b = g, undampened
                     else:
                         buf.mul_(mu).add_(g, alpha=1 - dampening)
-                    # Nesterov (Sutskever et al. 2013, eq. 3-4) as torch writes it: step along g + mu b
-                    g = g.add(buf, alpha=mu) if group["nesterov"] else buf
-                p.add_(g, alpha=-lr)                        # w <- w - lr g
+                    g = g.add(buf, alpha=mu) if group["nesterov"] else buf   # Nesterov: step g + mu b, torch's form
+                p.add_(g, alpha=-lr)                        # w <- w - lr step
         return loss
 
 
@@ -96,21 +92,18 @@ def adamw_update(p, state, group):
     order are torch.optim.AdamW's, so the numbers are too."""
     lr, wd, eps, (beta1, beta2) = group["lr"], group["weight_decay"], group["eps"], group["betas"]
     if not state:
-        state["step"] = 0
-        state["exp_avg"] = torch.zeros_like(p)
-        state["exp_avg_sq"] = torch.zeros_like(p)
+        state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
     state["step"] += 1
     t, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
-    # line 12, the decay part, done first: w <- w - lr wd w. Decoupled: it never enters m or v. (The paper
-    # scales it by the schedule multiplier eta_t alone; torch and this file by lr, which includes it.)
+    # line 12's decay, first: w <- w - lr wd w, decoupled: it never enters m or v. (The paper scales it by
+    # the schedule multiplier eta_t alone; torch and this file by lr, which includes it.)
     p.mul_(1 - lr * wd)
     m.lerp_(g, 1 - beta1)                                   # line 7: m <- beta1 m + (1 - beta1) g
     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)           # line 8: v <- beta2 v + (1 - beta2) g^2
-    # lines 9-10: m and v start at 0, so early on they are biased towards 0; unbias them:
-    # m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t)
+    # lines 9-10: m and v start at 0, biased towards 0 early on: m_hat = m / (1 - beta1^t), v_hat likewise
     bias_correction1, bias_correction2 = 1 - beta1 ** t, 1 - beta2 ** t
     # line 12: w <- w - lr m_hat / (sqrt(v_hat) + eps), with sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t)
-    denom = (v.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+    denom = v.sqrt().div_(math.sqrt(bias_correction2)).add_(eps)
     p.addcdiv_(m, denom, value=-lr / bias_correction1)
 
 
@@ -149,7 +142,7 @@ class SAM(torch.optim.Optimizer):
         loss(model(x), y).backward()          # gradient at w
         opt.first_step(zero_grad=True)        # w -> w + e
         loss(model(x), y).backward()          # gradient at w + e
-        clip_grad_norm_(model.parameters(), 1.0)   # clip here: first_step normalises, so clipping before it does nothing
+        clip_grad_norm_(model.parameters(), 1.0)  # here: first_step normalises, clipping before it does nothing
         opt.second_step(zero_grad=True)       # back to w, then the base optimizer steps with that gradient
     or step(closure) with a closure that does the second forward/backward (and any clipping).
 
@@ -174,17 +167,16 @@ class SAM(torch.optim.Optimizer):
         groups = list(groups_with_grads(self))
         if not groups:
             raise RuntimeError("SAM.first_step found no gradients: call loss.backward() before it.")
-        # ||g|| (SAM) or ||w g|| (ASAM: T_w g with T_w = |w|), all parameters together (Foret et al. eq. 2)
-        norms = [(p.grad * p if group["adaptive"] else p.grad).norm() for group, params in groups for p in params]
-        grad_norm = torch.linalg.vector_norm(torch.stack(norms))
+        # T_w g: g (SAM) or w g (ASAM, T_w = |w|); its norm over all parameters together
+        Tg = [(group, p, p.grad * p if group["adaptive"] else p.grad) for group, params in groups for p in params]
+        grad_norm = torch.linalg.vector_norm(torch.stack([x.norm() for _, _, x in Tg]))
         self.perturbed = []
-        for group, params in groups:
-            scale = group["rho"] / (grad_norm + 1e-12)
-            for p in params:
-                e = (p.grad * p * p if group["adaptive"] else p.grad) * scale   # rho w^2 g / ||w g||  or  rho g / ||g||
-                self.state[p]["w"] = p.clone()
-                p.add_(e)                                                   # w -> w + e
-                self.perturbed.append(p)
+        for group, p, x in Tg:
+            # e = rho T_w^2 g / ||T_w g||: rho g / ||g|| (Foret et al. eq. 2), rho w^2 g / ||w g|| (Kwon et al.)
+            e = (x * p if group["adaptive"] else x) * (group["rho"] / (grad_norm + 1e-12))
+            self.state[p]["w"] = p.clone()
+            p.add_(e)                                                       # w -> w + e
+            self.perturbed.append(p)
         if zero_grad:
             self.zero_grad()
 
@@ -237,9 +229,8 @@ def newton_schulz(G, steps=5, dtype=None):
     (for s >= 0.01 ||G||_F), not exactly 1: the coefficients trade convergence for speed, which works as well
     in training (Jordan et al. 2024). E.g. p(1.0) = 0.701, p(0.5) = 1.189.
     dtype None: bf16 on CUDA, as Jordan et al. run it (half the memory traffic, and the iteration tolerates it);
-    fp32 elsewhere: a CPU without bf16 units emulates bf16 products, which made a 2.56M-model step 4.6x slower.
-    train.py asks for bf16 wherever its matmuls run in bf16 (--amp): on a CPU with AVX-512 BF16 the 2.56M
-    model's Muon step takes 33 ms instead of 53 ms (NOTES.md)."""
+    fp32 elsewhere: a CPU without bf16 units emulates bf16 products, many times slower. train.py asks for bf16
+    wherever its matmuls run in bf16 (--amp), where it is measured to be faster (NOTES.md)."""
     a, b, c = NS_COEFFS
     if dtype is None:
         dtype = torch.bfloat16 if G.is_cuda else torch.float32
@@ -272,8 +263,7 @@ class Muon(torch.optim.Optimizer):
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum}.")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                        ns_steps=ns_steps, betas=betas, eps=eps, ns_dtype=ns_dtype,
-                        use_muon=True)
+                        ns_steps=ns_steps, betas=betas, eps=eps, ns_dtype=ns_dtype, use_muon=True)
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -285,23 +275,21 @@ class Muon(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure_loss(closure)
         for group, params in groups_with_grads(self):
-            lr, wd = group["lr"], group["weight_decay"]
-            if group["use_muon"]:
-                mu = group["momentum"]
-                for p in params:
-                    state = self.state[p]
-                    if not state:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    buf = state["momentum_buffer"]
-                    buf.lerp_(p.grad, 1 - mu)
-                    update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
-                    # .get: a checkpoint saved before ns_dtype existed has no such key in its groups
-                    O = newton_schulz(update, steps=group["ns_steps"], dtype=group.get("ns_dtype"))
-                    p.mul_(1 - lr * wd)
-                    p.add_(O, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
-            else:
-                for p in params:
-                    adamw_update(p, self.state[p], group)
+            lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
+            for p in params:
+                state = self.state[p]
+                if not group["use_muon"]:
+                    adamw_update(p, state, group)
+                    continue
+                if not state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - mu)                                    # b <- mu b + (1 - mu) g
+                update = p.grad.lerp(buf, mu) if group["nesterov"] else buf  # g + mu (b - g)
+                # .get: a checkpoint saved before ns_dtype existed has no such key in its groups
+                O = newton_schulz(update, steps=group["ns_steps"], dtype=group.get("ns_dtype"))
+                p.mul_(1 - lr * wd)
+                p.add_(O, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
         return loss
 
 
@@ -350,12 +338,10 @@ def build_optimizer(name, model, lr, weight_decay, betas=(0.9, 0.95), momentum=0
     matrices = {id(p) for p in model.h.parameters() if p.dim() == 2}
     muon_groups = []
     for group in groups:
-        inside = [p for p in group["params"] if id(p) in matrices]
-        outside = [p for p in group["params"] if id(p) not in matrices]
-        if inside:
-            muon_groups.append({"params": inside, "weight_decay": group["weight_decay"], "use_muon": True})
-        if outside:
-            muon_groups.append({"params": outside, "weight_decay": group["weight_decay"], "use_muon": False})
+        for use_muon in (True, False):
+            params = [p for p in group["params"] if (id(p) in matrices) == use_muon]
+            if params:
+                muon_groups.append({"params": params, "weight_decay": group["weight_decay"], "use_muon": use_muon})
     return Muon(muon_groups, lr=lr, betas=betas, weight_decay=weight_decay, ns_dtype=ns_dtype)
 
 
@@ -386,25 +372,21 @@ def decay_progress(step, start, total_steps):
 
 
 def cosine_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0):
-    """Linear warm-up, then half a cosine from lr towards min_lr.
+    """After warm-up (lr_at's), half a cosine from lr towards min_lr.
 
     >>> round(cosine_lr(5, 10, 1.0), 6), round(cosine_lr(9, 10, 1.0), 6)
     (0.5, 0.024472)
     """
-    if step < warmup_steps:
-        return lr * warmup_fraction(step, warmup_steps)
     p = decay_progress(step, warmup_steps, total_steps)
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
 
 
 def linear_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0):
-    """Linear warm-up, then a straight line from lr towards min_lr.
+    """After warm-up (lr_at's), a straight line from lr towards min_lr.
 
     >>> linear_lr(5, 10, 1.0), linear_lr(9, 10, 1.0)
     (0.5, 0.09999999999999998)
     """
-    if step < warmup_steps:
-        return lr * warmup_fraction(step, warmup_steps)
     return lr + (min_lr - lr) * decay_progress(step, warmup_steps, total_steps)
 
 
@@ -415,8 +397,6 @@ def wsd_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0, decay_frac=0.2):
     >>> [wsd_lr(s, 10, 1.0) for s in (7, 8, 9)]
     [1.0, 1.0, 0.5]
     """
-    if step < warmup_steps:
-        return lr * warmup_fraction(step, warmup_steps)
     start = max(warmup_steps, total_steps - round(decay_frac * total_steps))
     return lr + (min_lr - lr) * decay_progress(step, start, total_steps)
 
@@ -439,7 +419,7 @@ def lr_at(step, total_steps, lr, schedule="cosine", warmup_steps=0, min_lr=0.0, 
         raise ValueError(f"warmup_steps must lie in [0, total_steps = {total_steps}], got {warmup_steps}.")
     if not 0 < decay_frac <= 1:
         raise ValueError(f"decay_frac must lie in (0, 1], got {decay_frac}.")
-    if schedule == "constant":
+    if step < warmup_steps or schedule == "constant":  # one linear warm-up for every schedule
         return lr * warmup_fraction(step, warmup_steps)
     if schedule == "cosine":
         return cosine_lr(step, total_steps, lr, warmup_steps, min_lr)

@@ -2,14 +2,14 @@
 speed.py: the platform, off the reading path: which device, how many processes, and what makes a step
 fast there. gpt.py and train.py read as the textbook; everything that depends on the machine lives here.
 
-    device = pick_device("auto")                 # CUDA, then MPS, then CPU
-    rank, world = start_processes(device)         # under torchrun: join the process group (DDP)
-    chosen = choose(device, amp=None, compile=None, d_model=192, vocab_size=4000, rows=4096)
-                                                  # the process-wide settings, made once, visibly; bf16 or
-                                                  # fp32 timed on the model's shapes, not guessed; MFU's peak
-    use_fast_modules(model, device)               # fused attention on GPUs, cheaper dropout masks on CPU
-    model, compiled = compile_with_warm_up(model, device, batch_size, block_size, amp)
-    with autocast(device, amp): ...               # bf16 matmuls, reductions and the loss in fp32
+    device = pick_device("auto")            # CUDA, then MPS, then CPU
+    rank, world = start_processes(device)    # under torchrun: join the process group (DDP)
+    chosen = choose(device, None, None, d_model=192, vocab_size=4000, rows=4096)
+    # ^ the process-wide settings, made once; compile where it works; bf16 or fp32 timed on the model's
+    #   own matrix shapes, not guessed (chosen.amp, chosen.amp_times); MFU's yardstick (chosen.peak)
+    use_fast_modules(model, device)          # fused attention on GPUs, cheaper dropout masks on CPU
+    model, compiled = compile_with_warm_up(model, device, batch_size, block_size, chosen.amp)
+    with autocast(device, chosen.amp): ...   # bf16 matmuls, reductions and the loss in fp32
 
 Each piece computes what the plain model computes, and says what it buys; the measurements behind them,
 with the commands that repeat them, are in NOTES.md, and `python bench.py step` times a whole step.
@@ -143,27 +143,18 @@ def model_matmuls(d_model, vocab_size, rows):
     return shapes
 
 
-def time_matmuls(shapes, dtype, device, clock=time.perf_counter):
+def time_matmuls(shapes, dtype, device):
     """Seconds to run each product of `shapes` once in `dtype` (inputs made beforehand, from a generator of
     their own: the global one draws the dropout masks, which must not move)."""
     g = torch.Generator().manual_seed(0)
     pairs = [(torch.rand(m, k, generator=g).to(device, dtype), torch.rand(k, n, generator=g).to(device, dtype))
              for m, k, n in shapes]
     synchronize(device)
-    t0 = clock()
+    t0 = time.perf_counter()
     for a, b in pairs:
         a @ b
     synchronize(device)
-    return clock() - t0
-
-
-def choose_amp(times):
-    """bf16 when its best time beat fp32's; times = {"fp32": [s, ...], "bf16": [s, ...]}.
-
-    >>> choose_amp({"fp32": [0.30, 0.20], "bf16": [0.25, 0.21]}), choose_amp({"fp32": [1.0], "bf16": [0.5]})
-    (False, True)
-    """
-    return min(times["bf16"]) < min(times["fp32"])
+    return time.perf_counter() - t0
 
 
 @functools.cache  # once per process and shape: tune.py's trials and the tests call train.run() many times
@@ -174,7 +165,7 @@ def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls
 
     A flag list is a hint, not a measurement: a CPU that lists avx512_bf16 without AMX multiplied the 2.56M
     model's shapes slower in bf16 than in fp32 (NOTES.md), and a CPU without bf16 units emulates it."""
-    shapes = model_matmuls(d_model, vocab_size, min(rows, 2048))
+    shapes = model_matmuls(d_model, vocab_size, min(rows, 1024))
     times = {"fp32": [], "bf16": []}
     for _ in range(repeats + 1):  # the first round warms up (allocations, kernels): not kept
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
@@ -185,7 +176,7 @@ def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls
         if times["bf16"][-1] > 2 * times["fp32"][-1]:  # bf16 far behind (emulated): no need to go on
             break
     kept = {k: [round(s, 5) for s in v[1:] or v] for k, v in times.items()}
-    return choose_amp(kept), kept
+    return min(kept["bf16"]) < min(kept["fp32"]), kept  # bf16 when its best beat fp32's best
 
 
 @functools.cache

@@ -19,6 +19,7 @@ import os
 import platform
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -676,6 +677,27 @@ def test_param_groups_exempt_biases_norms_and_embeddings():
     assert len(everything["params"]) == len(list(model.parameters()))
 
 
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
+def test_each_optimizer_with_zero_gradients_only_decays_block_matrices(name):
+    # g = 0: AdamW's and Muon's updates are 0, SGD's is its coupled decay, SAM's e is 0; so after one step the
+    # block matrices are w (1 - lr wd) and norms, biases and embeddings have not moved at all
+    model = tiny_model(seed=3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = optim.build_optimizer(name, model, lr=0.1, weight_decay=0.5)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    if name in ("sam", "asam"):
+        opt.first_step()
+        opt.second_step()
+    else:
+        opt.step()
+    for n, p in model.named_parameters():
+        if n.startswith("h.") and n.endswith("weight") and p.dim() == 2:
+            assert torch.allclose(p, before[n] * (1 - 0.1 * 0.5), rtol=1e-6, atol=0), n
+        else:
+            assert torch.equal(p, before[n]), n
+
+
 # -----------------------------------------------------------------------------
 # SAM and ASAM worked by hand on L(a, b) = (k_a a^2 + k_b b^2) / 2, gradient (k_a a, k_b b)
 
@@ -796,9 +818,21 @@ def test_sam_state_dict_resumes_exactly(name):
 # -----------------------------------------------------------------------------
 # Muon
 
+QUINTIC = (3.4445, -4.7750, 2.0315)  # Jordan et al. 2024's coefficients, written here, not read from optim
+
+
+def test_newton_schulz_quintic_by_hand():
+    # p(s) = 3.4445 s - 4.7750 s^3 + 2.0315 s^5: p(1.0) = 0.701, p(0.5) = 1.72225 - 0.596875 + 0.0634844 = 1.189
+    assert optim.NS_COEFFS == QUINTIC
+    one = optim.newton_schulz(torch.diag(torch.tensor([1.0, 0.0])), steps=1)  # ||G||_F = 1: s = 1 stays 1
+    assert torch.allclose(one, torch.diag(torch.tensor([0.701, 0.0])), atol=1e-5)
+    half = optim.newton_schulz(0.5 * torch.eye(4), steps=1)  # ||G||_F = 1: every s is 0.5
+    assert torch.allclose(half, 1.1888594 * torch.eye(4), atol=1e-5)
+
+
 def ns_band(x_min, steps=5):
     """Where `steps` rounds of the Newton-Schulz polynomial send the interval [x_min, 1]."""
-    a, b, c = optim.NS_COEFFS
+    a, b, c = QUINTIC
     x = torch.linspace(x_min, 1.0, 100_001, dtype=torch.float64)
     for _ in range(steps):
         x = a * x + b * x ** 3 + c * x ** 5
@@ -810,7 +844,7 @@ def test_newton_schulz_applies_its_polynomial_to_each_singular_value(shape):
     G = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
     x = S / G.norm()
-    a, b, c = optim.NS_COEFFS
+    a, b, c = QUINTIC
     for _ in range(5):
         x = a * x + b * x ** 3 + c * x ** 5
     expected = U @ torch.diag(x) @ Vh  # same singular vectors, singular values p(p(p(p(p(s)))))
@@ -1946,6 +1980,16 @@ def test_evaluate_equals_the_metric_computed_by_hand(tiny_ckpt, study_titles, ca
     assert row in capsys.readouterr().out
 
 
+def test_evaluate_marks_a_checkpoint_saved_before_its_last_step(study_titles, tmp_path, capsys):
+    cut = train.run(data=study_titles, num_titles=400, test_titles=100, vocab_size=300, n_layer=1, n_head=2,
+                    d_model=32, block_size=16, batch_size=8, epochs=1, max_steps=3, device="cpu", compile=False,
+                    amp=False, out_dir=str(tmp_path), progress=False, sample=0, name="cut")
+    assert cut["steps"] == 3 < cut["total_steps"]
+    evaluate.main([cut["ckpt"], "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert f"| {cut['ckpt']} * |" in out and "unfinished" in out
+
+
 def test_evaluate_scores_the_others_when_a_run_kept_no_test_titles(tiny_ckpt, tmp_path, capsys):
     notest = tmp_path / "notest"  # the same run, as if trained with --test_titles 0
     notest.mkdir()
@@ -1990,6 +2034,35 @@ def test_evaluate_bad_input_is_one_clear_sentence(tiny_ckpt, study_titles, tmp_p
         assert str(e.value) == "error: 1 of 1 checkpoints could not be scored (see above)"
         assert "error: " in err and words in err, (argv, err)
         assert str(e.value).count("; ") <= 1 and "\n" not in str(e.value)
+
+
+# -----------------------------------------------------------------------------
+# README.md's numbers are the logs' numbers
+
+TABLE = re.compile(r"<!-- table: python plot_logs\.py (.*?) -->\n(.*?)<!-- /table -->", re.S)
+
+
+def readme_mismatches(text, capsys):
+    """The README tables that differ from what plot_logs.py prints from records/ (each under its command)."""
+    bad = []
+    for args, shown in TABLE.findall(text):
+        plot_logs.main(shlex.split(args))
+        if capsys.readouterr().out.strip() != shown.strip():
+            bad.append(args)
+    return bad
+
+
+def test_readme_tables_are_what_plot_logs_prints_from_the_records(capsys, monkeypatch):
+    monkeypatch.chdir(HERE)  # the commands' globs are relative to the repository
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert len(TABLE.findall(text)) >= 2
+    assert readme_mismatches(text, capsys) == []
+    # and the check can fail: one number of a table edited in the last digit
+    args, shown = TABLE.findall(text)[0]
+    number = re.search(r"\d\.\d{4}", shown).group()
+    edited = text.replace(shown, shown.replace(number, number[:-1] + str((int(number[-1]) + 1) % 10), 1))
+    assert readme_mismatches(edited, capsys) == [args]
 
 
 # -----------------------------------------------------------------------------

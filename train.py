@@ -39,27 +39,23 @@ from gpt import GPT, GPTConfig, sample_titles, visible
 # ----------------------------------------------------------------------------------------------
 # The study, one preset per step (its Table 1). Flags given on the command line override a preset.
 
-_BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000)
+_BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000, weight_decay=0.0,
+            schedule="constant", warmup_ratio=0.0, min_lr=0.0, wd_all=True)
 _SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, min_lr=1e-5,
               warmup_ratio=0.1, schedule="cosine", opt="asam", wd_all=False, rho=0.05)
+_COSINE = dict(weight_decay=0.01, schedule="cosine", warmup_ratio=0.1, dropout=0.153, lr=5e-4, rho=0.05)
 # what both nanorun presets change in the study's recipe (NOTES.md); each sets its own shape and dropout
 _NANORUN = dict(within_title=True, rope=True, opt="muon", lr=3e-3, weight_decay=0.2, epochs=5, schedule="wsd")
 PRESETS = {
-    "step0": dict(change="baseline: SGD, constant lr", study_val_loss=1.7533, flags=dict(
-        _BIG, opt="sgd", dropout=0.1, lr=6e-3, weight_decay=0.0, schedule="constant",
-        warmup_ratio=0.0, min_lr=0.0, wd_all=True)),
-    "step1": dict(change="AdamW instead of SGD", study_val_loss=1.4893, flags=dict(
-        _BIG, opt="adamw", dropout=0.1, lr=6e-3, weight_decay=0.0, schedule="constant",
-        warmup_ratio=0.0, min_lr=0.0, wd_all=True)),
-    "step2": dict(change="tuned lr, dropout, block size; wd 0.01", study_val_loss=1.3544, flags=dict(
-        _BIG, opt="adamw", dropout=0.2012, lr=3e-4, weight_decay=0.01, schedule="constant",
-        warmup_ratio=0.0, min_lr=0.0, wd_all=True)),
-    "step3": dict(change="SAM (rho 0.05) + warm-up, cosine decay", study_val_loss=1.327, flags=dict(
-        _BIG, opt="sam", rho=0.05, dropout=0.153, lr=5e-4, weight_decay=0.01, schedule="cosine",
-        warmup_ratio=0.1, min_lr=0.0, wd_all=True)),
-    "step4": dict(change="adaptive SAM (ASAM)", study_val_loss=1.311, flags=dict(
-        _BIG, opt="asam", rho=0.05, dropout=0.153, lr=5e-4, weight_decay=0.01, schedule="cosine",
-        warmup_ratio=0.1, min_lr=0.0, wd_all=True)),
+    "step0": dict(change="baseline: SGD, constant lr", study_val_loss=1.7533,
+                  flags=dict(_BIG, opt="sgd", dropout=0.1, lr=6e-3)),
+    "step1": dict(change="AdamW instead of SGD", study_val_loss=1.4893,
+                  flags=dict(_BIG, opt="adamw", dropout=0.1, lr=6e-3)),
+    "step2": dict(change="tuned lr, dropout, block size; wd 0.01", study_val_loss=1.3544,
+                  flags=dict(_BIG, opt="adamw", dropout=0.2012, lr=3e-4, weight_decay=0.01)),
+    "step3": dict(change="SAM (rho 0.05) + warm-up, cosine decay", study_val_loss=1.327,
+                  flags=dict(_BIG, **_COSINE, opt="sam")),
+    "step4": dict(change="adaptive SAM (ASAM)", study_val_loss=1.311, flags=dict(_BIG, **_COSINE, opt="asam")),
     "step5": dict(change="smaller model; no wd on bias/norm/emb; lr floor", study_val_loss=1.2935,
                   flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
     "step6": dict(change="smaller still", study_val_loss=1.3206,
@@ -260,8 +256,7 @@ def load_data(cfg, rank, world, say, resume=None):
 
 
 def plan_steps(cfg, train_tokens, start=0):
-    """How many steps an epoch has, the run has (--epochs may be fractional), this process runs from
-    `start` (--max_steps), and after which ones it evaluates."""
+    """Steps per epoch, in the run (--epochs may be fractional), up to the last one run (--max_steps), evaluated."""
     T, B = cfg["block_size"], cfg["batch_size"]
     steps_per_epoch = (train_tokens - 1) // T // B
     if steps_per_epoch == 0:
@@ -419,7 +414,7 @@ def run(callback=None, **config):
     return dict(status=status, final_val_loss=val if status == "done" else None, last_val_loss=val, steps=step,
                 last_eval_step=val_step, best_val_loss=best, total_steps=plan.total, time_s=time.time() - t_start,
                 tokens_per_s=tokens_per_s, gflop_per_s=tokens_per_s * flops_per_token / 1e9,
-                mfu=tokens_per_s * flops_per_token / peak, n_params=raw_model.num_params(), run_dir=files.folder,
+                mfu=tokens_per_s * flops_per_token / peak, peak_gflop_per_s=peak / 1e9, n_params=raw_model.num_params(), run_dir=files.folder,
                 log=files.log_path, ckpt=files.ckpt, signal=stop_signal[0] if stop_signal else None,
                 main_process=main_process)
 
@@ -447,7 +442,8 @@ def main(argv=None):
             * (result["steps"] < result["total_steps"])
         print(f"final val loss {result['final_val_loss']:.4f} nats/char{unfinished} (best {result['best_val_loss']:.4f}), "
               f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s, "
-              f"MFU {result['mfu']:.0%} of the fastest matmul), {result['time_s']:.0f} s; run folder {result['run_dir']}")
+              f"MFU {result['mfu']:.0%} of this machine's fastest matmul, {result['peak_gflop_per_s']:,.0f} GFLOP/s), "
+              f"{result['time_s']:.0f} s; run folder {result['run_dir']}")
 
 
 if __name__ == "__main__":

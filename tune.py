@@ -1,32 +1,27 @@
 """
-tune.py (off the reading path): search nanorun's recipe with Optuna (Akiba et al. 2019), one train.run()
-per trial; the sampler is TPE (Bergstra et al. 2011), seeded. Trial 0 of a new study is train.py's
-untuned recipe (defaults, or the --preset), so the table shows what tuning gained.
+tune.py (off the reading path): search nanorun's recipe with Optuna (Akiba et al. 2019), one train.run() per trial;
+the sampler is TPE (Bergstra et al. 2011), seeded. Trial 0 of a new study is train.py's untuned recipe (defaults,
+or the --preset), so the table shows what tuning gained.
 
-Searched, in ranges that are a guess, each widened to hold the untuned value: lr 1e-4..1e-2 log (with
---opt sgd 1e-3..1 log; never below --min_lr), dropout 0..0.3, block_size 32/64/128, warmup_ratio 0..0.2,
-weight_decay 0..0.1; rho with --opt sam 0.01..0.3 log, with --opt asam 0.1..3 log (ASAM's rho is
-relative to |w|: Kwon et al. 2021 use 0.5; train.py's default is 0.05). Every train.py flag passes
-through and is held fixed, a searched one too (--block_size 64).
+Searched, in ranges that are a guess, each widened to hold the untuned value: lr 1e-4..1e-2 log (with --opt sgd
+1e-3..1 log; never below --min_lr), dropout 0..0.3, block_size 32/64/128, warmup_ratio 0..0.2, weight_decay
+0..0.1; rho with --opt sam 0.01..0.3 log, with --opt asam 0.1..3 log (ASAM's rho is relative to |w|: Kwon et al.
+2021 use 0.5). Every train.py flag passes through and is held fixed, a searched one too (--block_size 64).
 
     python tune.py --trials 30                                  # runs/tune.db, study "tune-asam"
     python tune.py --trials 30 --opt adamw --epochs 2 --num_titles 20000
     python tune.py --trials 30 --preset step6 --pruner hyperband --study small
 
-Every evaluation reports its val loss to the trial; the pruner stops a trial that is behind the others
-at the same evaluation (median of earlier trials, or Hyperband). A trial whose loss diverges is pruned;
-a trial that crashes is recorded as failed and the study goes on. Trial N's run is runs/<study>-tN.
-Running the same command again resumes the study and adds --trials more trials.
+The pruner stops a trial that is behind the others at the same evaluation; a diverged trial is pruned, a crashed
+one is recorded as failed and the study goes on. Trial N's run is runs/<study>-tN; the same command resumes it.
 
-Storage (--storage), and several workers on one study:
+Storage (--storage); each worker of a study runs --trials trials, and trial numbers stay unique:
 - sqlite:///FILE (default runs/tune.db): one process at a time; SQLite locks the whole file per write.
-- a journal file path: several processes on one machine. Start the same command once per worker, each
-  with its own --sampler_seed (the same seed would propose the same first trials), e.g. in two terminals:
+- a journal file path: processes on one machine, each with its own --sampler_seed, e.g. in two terminals:
       python tune.py --storage runs/tune.log --study s1 --trials 15 --sampler_seed 1
       python tune.py --storage runs/tune.log --study s1 --trials 15 --sampler_seed 2
-- postgresql://user:password@host/db (pip install psycopg2-binary) or mysql+pymysql://... (pip install
-  pymysql): many machines, one database server, the same commands on every machine.
-Each worker runs --trials trials; trial numbers are unique across workers.
+- postgresql://user:password@host/db (pip install psycopg2-binary) or mysql+pymysql://... (pip install pymysql):
+  many machines, one database server, the same commands on every machine.
 """
 
 import argparse
@@ -48,7 +43,7 @@ import train
 from common import ConfigError, seconds, typed_flags
 
 # -----------------------------------------------------------------------------
-# the search space: wide ranges around the study's values (a guess; the docstring, so --help, lists them)
+# the search space (the docstring, so --help, lists its ranges), and the objective: one trial = one training run
 
 SPACE = {
     "lr": ("log", 1e-4, 1e-2),             # AdamW, SAM/ASAM and Muon (which matches AdamW's update size)
@@ -58,21 +53,17 @@ SPACE = {
     "weight_decay": ("float", 0.0, 0.1),
 }
 SGD_LR = ("log", 1e-3, 1.0)               # plain SGD needs a far larger step than Adam-style optimizers
-RHO = {"sam": ("log", 0.01, 0.3), "asam": ("log", 0.1, 3.0)}  # ASAM's rho is relative to |w|: ~10x SAM's
-# settings that do not change what a run learns: they may differ between workers of one study
-FREE = (train.RESUME_MAY_CHANGE - {"data"}) | {"amp"}
+RHO = {"sam": ("log", 0.01, 0.3), "asam": ("log", 0.1, 3.0)}
+FREE = (train.RESUME_MAY_CHANGE - {"data"}) | {"amp"}  # settings that do not change what a run learns
 
 
 def search_space(cfg, fixed):
-    """The ranges to search for a resolved train config `cfg`, minus the settings in `fixed`.
-
-    Each range is widened to hold cfg's own value, so the untuned recipe can be trial 0.
+    """The ranges to search for resolved train config `cfg`, minus `fixed`, widened to hold cfg's values (trial 0).
     >>> search_space(dict(train.defaults(), opt="adamw"), {"lr", "block_size"})
     {'dropout': ('float', 0.0, 0.3), 'warmup_ratio': ('float', 0.0, 0.2), 'weight_decay': ('float', 0.0, 0.1)}
     """
     kind, lo, hi = SGD_LR if cfg["opt"] == "sgd" else SPACE["lr"]
-    # the schedule decays to min_lr, so the lr may not go below it (train.py refuses lr < min_lr)
-    space = dict(SPACE, lr=(kind, max(lo, cfg["min_lr"]), hi))
+    space = dict(SPACE, lr=(kind, max(lo, cfg["min_lr"]), hi))  # the schedule decays to min_lr: never below it
     if cfg["opt"] in RHO:
         space["rho"] = RHO[cfg["opt"]]
     for name, (kind, *r) in list(space.items()):
@@ -91,31 +82,18 @@ def baseline_value(cfg, name):
     return cfg[name]
 
 
-def suggest(trial, space):
-    """One point of the search space, drawn by the study's sampler."""
-    return {name: trial.suggest_categorical(name, r[0]) if kind == "choice"
-            else trial.suggest_float(name, r[0], r[1], log=(kind == "log"))
-            for name, (kind, *r) in space.items()}
-
-
-# -----------------------------------------------------------------------------
-# one trial = one training run
-
-
 def objective(trial, explicit, space, study_name, out_dir, bad_input):
     """Train with the trial's settings; return the final val loss (nats per character)."""
-    params = suggest(trial, space)
+    params = {name: trial.suggest_categorical(name, r[0]) if kind == "choice"
+              else trial.suggest_float(name, r[0], r[1], log=(kind == "log"))
+              for name, (kind, *r) in space.items()}
     name = f"{study_name}-t{trial.number}"
     trial.set_user_attr("run", os.path.join(out_dir, name))
-    n_evals = 0
+    evals = []  # reported by evaluation index, not step: another block size takes other steps per epoch
 
-    def report(step, val_loss):
-        """Tell the trial; True (stop the run) when the pruner finds it behind the others."""
-        nonlocal n_evals
-        # Trials with another block size take another number of steps per epoch, so trials are
-        # compared at the same evaluation (the same fraction of training), not at the same step.
-        trial.report(val_loss, n_evals)
-        n_evals += 1
+    def report(step, val_loss):  # True stops the run: the pruner found it behind the others
+        trial.report(val_loss, len(evals))
+        evals.append(val_loss)
         return trial.should_prune()
 
     try:
@@ -126,12 +104,10 @@ def objective(trial, explicit, space, study_name, out_dir, bad_input):
         bad_input.append(e)
         trial.study.stop()
         return math.nan  # a failed trial, without a traceback from Optuna: main() prints the sentence
-    finally:
-        # a 30-trial study must not hold 30 models: free this one (and its compiled graphs) now
+    finally:  # a 30-trial study must not hold 30 models (and their compiled graphs)
         gc.collect()
         torch.compiler.reset()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # a no-op where CUDA was never used
     if result["status"] == "stopped":
         raise optuna.TrialPruned(f"val loss {result['last_val_loss']:.4f} at step {result['steps']} is behind "
                                  "the other trials")
@@ -144,37 +120,28 @@ def objective(trial, explicit, space, study_name, out_dir, bad_input):
 # -----------------------------------------------------------------------------
 # storage, study and the closing report
 
-
 def open_study(url, study_name, pruner, sampler_seed, space, fingerprint, baseline, first_run):
     """Create or load study `study_name` in storage `url` (a URL or a journal file path), check it against
-    this command's `fingerprint` (the train settings that change what a run learns) and return
-    (study, created, trials it had). A new study queues `baseline` (None: none) as trial 0. Every
-    failure raises ConfigError with one sentence."""
-    shown = without_password(url)  # the URL as printed
+    `fingerprint` (the train settings that change what a run learns), and return (study, created, trials it
+    had). A new study queues `baseline` (None: none) as trial 0. Every failure is a one-sentence ConfigError."""
+    shown = without_password(url)
     try:
         if "://" not in url:  # a journal file: several processes on one machine
             os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
-            # JournalFileOpenLock takes an exclusive open(O_CREAT | O_EXCL) of a lock file: it works on
-            # every OS and file system, where the default symlink lock does not (Windows)
-            lock = optuna.storages.journal.JournalFileOpenLock(url + ".lock")
+            lock = optuna.storages.journal.JournalFileOpenLock(url + ".lock")  # O_EXCL: any OS, unlike a symlink
             storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url, lock_obj=lock))
         else:
             db, engine_kwargs = url, None
-            if url.startswith("postgresql://"):
-                # SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg 3 client; requirements.txt
-                # installs psycopg2 (pip install psycopg2-binary), so name that driver
+            if url.startswith("postgresql://"):  # SQLAlchemy 2.1 reads this as psycopg 3; we install psycopg2
                 db = "postgresql+psycopg2://" + url[len("postgresql://"):]
             if url.startswith("sqlite:///"):
                 os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
-                # wait up to a minute for another writer's lock instead of failing with "database is locked"
-                engine_kwargs = {"connect_args": {"timeout": 60}}
-            # Workers started at once on an empty PostgreSQL database all create Optuna's tables, and all but
-            # one fail with a duplicate key; once the first has committed, a retry only reads the tables.
-            for attempt in range(5):
+                engine_kwargs = {"connect_args": {"timeout": 60}}  # wait for another writer, not "database is locked"
+            for attempt in range(5):  # workers started at once on an empty database race to make its tables
                 try:
                     storage = optuna.storages.RDBStorage(db, engine_kwargs=engine_kwargs)
                     break
-                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):  # a loser retries
                     if attempt == 4:
                         raise
                     time.sleep(random.random())  # a random pause, so the retries do not collide again
@@ -201,8 +168,7 @@ def open_study(url, study_name, pruner, sampler_seed, space, fingerprint, baseli
         deadline = time.monotonic() + 10
         while not (trials := study.get_trials(deepcopy=False)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        # seed + trials already made: a resumed study draws new points instead of repeating its first ones
-        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(trials))
+        study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(trials))  # not its first points again
     saved = study.user_attrs.get("train_config")  # None: a new study, or one made outside tune.py
     if saved is not None and saved != fingerprint:
         k = next(k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k, "?") != fingerprint.get(k, "?"))
@@ -222,18 +188,8 @@ def open_study(url, study_name, pruner, sampler_seed, space, fingerprint, baseli
     return study, created, len(trials)
 
 
-def make_pruner(name, max_evals, prune_after):
-    """The pruner; resources are evaluation indices, 0 being the untrained model (never pruned)."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=prune_after, n_warmup_steps=1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_evals, reduction_factor=3)
-    return optuna.pruners.NopPruner()
-
-
 def without_password(url):
     """The storage URL as printed: a database password stays off the screen and out of logs.
-
     >>> without_password("postgresql://ann:secret@db.example:5432/tune")
     'postgresql://ann:***@db.example:5432/tune'
     """
@@ -242,7 +198,6 @@ def without_password(url):
 
 def train_command(explicit, params):
     """The train.py command line that repeats a trial.
-
     >>> train_command({"opt": "asam", "compile": False}, {"lr": 0.00123})
     'python train.py --opt asam --no-compile --lr 0.00123'
     """
@@ -283,7 +238,6 @@ def report_table(study, explicit, top=10):
 
 # -----------------------------------------------------------------------------
 
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Every other flag is a train.py flag (python train.py --help).",
@@ -297,9 +251,8 @@ def main(argv=None):
     parser.add_argument("--prune_after", type=int, default=5,
                         help="the median pruner waits for this many finished trials (default: %(default)s)")
     parser.add_argument("--sampler_seed", "--sampler-seed", type=int, default=1337,
-                        help="TPE sampler seed; give each worker its own (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="stop starting new trials after this many seconds (default: none)")
+                        help="TPE sampler seed; one per worker, or they draw the same trials (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, help="start no trial after this many seconds (default: none)")
     parser.add_argument("--baseline", default=True, action=argparse.BooleanOptionalAction,
                         help="trial 0 of a new study is the untuned recipe (default: %(default)s)")
     args, rest = parser.parse_known_args(argv)
@@ -319,9 +272,12 @@ def main(argv=None):
                               + ", --".join(search_space(cfg, set())))
         study_name = args.study or f"tune-{cfg['opt']}"
         url = args.storage or f"sqlite:///{cfg['out_dir']}/tune.db"
-        pruner = make_pruner(args.pruner, max(1, round(cfg["epochs"] * cfg["evals_per_epoch"])), args.prune_after)
         fingerprint = {k: v for k, v in sorted(cfg.items()) if k not in FREE and k not in space}
         baseline = {k: baseline_value(cfg, k) for k in space} if args.baseline else None
+        # the pruners' resources are evaluation indices, 0 being the untrained model (never pruned)
+        pruner = {"median": optuna.pruners.MedianPruner(n_startup_trials=args.prune_after, n_warmup_steps=1),
+                  "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=train.n_evals(cfg)),
+                  "none": optuna.pruners.NopPruner()}[args.pruner]
         study, created, n_trials = open_study(url, study_name, pruner, args.sampler_seed, space, fingerprint,
                                               baseline, first_run=os.path.join(cfg["out_dir"], f"{study_name}-t0"))
     except ConfigError as e:
