@@ -33,6 +33,7 @@ import optuna
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.utils.flop_counter
 
 import bpe
 import dataset
@@ -403,6 +404,18 @@ def test_parameter_counts_of_the_study(vocab, block, n_layer, n_head, d_model, e
     assert expected == vocab * C + block * C + n_layer * (12 * C * C + 13 * C) + 2 * C
     # training FLOPs per token: 6 per parameter that multiplies (all but the position table) + attention
     assert model.flops_per_token() == 6 * (expected - block * C) + 12 * n_layer * block * C
+
+
+def test_flops_per_token_equals_the_matmul_flops_torch_counts():
+    # an independent count: torch's FlopCounterMode adds up the matrix products of one forward and backward
+    # pass (2 m n k each); flops_per_token's 6 per parameter also covers biases and norms, which are no products
+    model = GPT(GPTConfig(vocab_size=500, block_size=32, n_layer=2, n_head=4, d_model=64))
+    x, y = random_batch(0, model.config, B=2)
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        _, loss = model(x, y)
+        loss.backward()
+    vectors = sum(p.numel() for p in model.parameters() if p.dim() == 1)
+    assert counter.get_total_flops() / x.numel() == pytest.approx(model.flops_per_token() - 6 * vectors, rel=1e-3)
 
 
 def test_gpt2_names_tying_and_init():
