@@ -143,17 +143,25 @@ def get_batch(stream, order, i, batch_size, block_size):
     return w[:, :-1].contiguous(), w[:, 1:].contiguous()                      # (B, T), (B, T)
 
 
-def train_batches(stream, block_size, batch_size, seed, start_step=0):
+def train_batches(stream, block_size, batch_size, seed, start_step=0, offsets=False):
     """The global training batches from step start_step on, epoch after epoch: each epoch a fresh order of
     the stream's windows (epoch_order), cut into batches (get_batch); the windows left over at the end of an
-    epoch, fewer than a batch, wait for the next epoch's order."""
+    epoch, fewer than a batch, wait for the next epoch's order.
+
+    offsets: from the second epoch on, the windows start a random 0..block_size-1 tokens later (drawn from
+    seed and epoch), so a title cut by a window's edge in one epoch is read whole in another: the same
+    tokens, other windows, a cheap augmentation for many epochs (NOTES.md, 2026-12-02)."""
     n_windows = (len(stream) - 1) // block_size
     steps_per_epoch = n_windows // batch_size
     epoch, i = divmod(start_step, steps_per_epoch)
     while True:
-        order = epoch_order(n_windows, seed, epoch)
+        g = torch.Generator().manual_seed(seed * 7919 + epoch)  # apart from epoch_order's generator
+        shift = int(torch.randint(block_size, (1,), generator=g)) if offsets and epoch > 0 else 0
+        if (len(stream) - 1 - shift) // block_size < steps_per_epoch * batch_size:
+            shift = 0  # the shifted stream would hold one batch fewer: keep this epoch's cuts
+        order = epoch_order((len(stream) - 1 - shift) // block_size, seed, epoch)
         for i in range(i, steps_per_epoch):
-            yield get_batch(stream, order, i, batch_size, block_size)  # (B, T), (B, T)
+            yield get_batch(stream[shift:], order, i, batch_size, block_size)  # (B, T), (B, T)
         epoch, i = epoch + 1, 0
 
 

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import doctest
 import glob
+import itertools
 import json
 import math
 import os
@@ -1023,6 +1024,21 @@ def read_log(path):
 def test_docstring_examples_are_doctests_that_pass(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_window_offsets_cut_each_later_epoch_elsewhere_and_resume_exactly():
+    stream, T, B = torch.arange(1001), 16, 4  # token i is i: a window's first token is where it starts
+    steps = (1000 // T) // B                  # 15 steps an epoch
+    plain = [x for x, _ in itertools.islice(dataset.train_batches(stream, T, B, seed=3), 3 * steps)]
+    shifted = [x for x, _ in itertools.islice(dataset.train_batches(stream, T, B, seed=3, offsets=True), 3 * steps)]
+    assert all(torch.equal(a, b) for a, b in zip(plain[:steps], shifted[:steps]))  # epoch 1: the same windows
+    for epoch in (1, 2):
+        starts = torch.cat([x[:, 0] for x in shifted[epoch * steps:(epoch + 1) * steps]])
+        assert len(set((starts % T).tolist())) == 1 and len(set(starts.tolist())) == len(starts)  # one grid, no repeats
+        assert all(torch.equal(x[:, 1:], x[:, :1] + torch.arange(1, T)) for x in shifted[epoch * steps:])  # contiguous
+    assert {int(shifted[e * steps][0, 0] % T) for e in (1, 2)} != {0}  # the grid moved
+    resumed = [x for x, _ in itertools.islice(dataset.train_batches(stream, T, B, 3, start_step=20, offsets=True), 25)]
+    assert all(torch.equal(a, b) for a, b in zip(resumed, shifted[20:]))
 
 
 def test_text_chars_is_the_length_of_the_joined_text():

@@ -117,6 +117,8 @@ def build_parser():
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
     g.add_argument("--min_lr", type=float, default=1e-5, help="floor the schedule decays to")
     g.add_argument("--batch_size", type=int, default=64, help="sequences per step")
+    g.add_argument("--window_offsets", default=False, action=argparse.BooleanOptionalAction,
+                   help="each epoch after the first, the training windows start a random 0..block_size-1 tokens later")
     g.add_argument("--epochs", type=float, default=7, help="passes over the training tokens (1.5: one and a half)")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
                    "schedule still spans every epoch, and --resume goes on to the end unless given again")
@@ -235,7 +237,7 @@ def n_evals(cfg):  # evaluations after step 0, at least one (tune.py's pruner co
 
 
 # ----------------------------------------------------------------------------------------------
-# The pieces of a run, in the order run() calls them
+# The pieces of a run, in the order run() calls them, then run() itself
 
 def load_data(cfg, rank, world, say, resume=None):
     """The titles, split; the tokenizer (trained on the training titles, or from the cache); the token streams."""
@@ -286,9 +288,6 @@ def build_model(cfg, tok, device, amp):
                                 ns_dtype=torch.bfloat16 if amp else None)  # Muon: bf16 where the matmuls are
     return model, opt, fast_modules
 
-
-# ----------------------------------------------------------------------------------------------
-# Training
 
 def run(callback=None, **config):
     """Train one model; return its result. callback(step, val_loss) runs after every evaluation; when it
@@ -354,7 +353,7 @@ def run(callback=None, **config):
     # ---- the loop: batch, step, log, evaluate, save
     # Ctrl-C or a polite kill only sets a flag; at the next step (never mid SAM step) all processes stop and save.
     stop_signal, restore_signal_handlers = catch_stop_signals()
-    batches = train_batches(data.train_stream, T, B, cfg["seed"], start_step=step)
+    batches = train_batches(data.train_stream, T, B, cfg["seed"], start_step=step, offsets=cfg["window_offsets"])
     rows = slice(rank * B // world, (rank + 1) * B // world)  # this process's share of every global batch
     bar = tqdm(total=plan.last, initial=step, disable=not (cfg["progress"] and main_process), leave=False)
     status, first_step, tokens_per_s, train_time = "running", step, 0.0, 0.0
