@@ -30,7 +30,6 @@ import torch
 import torch.distributed as dist
 
 from common import ConfigError, atomic_file
-from dataset import titles_sha256
 
 VERSION = 1
 
@@ -240,13 +239,13 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
-def check_resume_data(ckpt, cfg, titles):
+def check_resume_data(ckpt, cfg, n_titles, data_sha256):
     """The data file of a resumed run begins with the titles its checkpoint was trained on."""
-    if len(titles) < cfg["num_titles"]:
+    if n_titles < cfg["num_titles"]:
         raise ConfigError(f"checkpoint {cfg['resume']} was trained on the first {cfg['num_titles']:,} titles of "
-                          f"{ckpt['config']['data']}, but --data {cfg['data']} has only {len(titles):,}; "
+                          f"{ckpt['config']['data']}, but --data {cfg['data']} has only {n_titles:,}; "
                           "resume with that run's data file")
-    if titles_sha256(titles[:cfg["num_titles"]]) != ckpt["data_sha256"]:
+    if data_sha256 != ckpt["data_sha256"]:
         raise ConfigError(f"--data {cfg['data']} does not hold the titles checkpoint {cfg['resume']} was "
                           "trained on; pass the same file")
 

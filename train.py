@@ -242,15 +242,16 @@ def n_evals(cfg):  # evaluations after step 0, at least one (tune.py's pruner co
 def load_data(cfg, rank, world, say, resume=None):
     """The titles, split; the tokenizer (trained on the training titles, or from the cache); the token streams."""
     titles = read_titles(cfg["data"], limit=cfg["num_titles"] + cfg["test_titles"])
+    sha256 = titles_sha256(titles[:cfg["num_titles"]])  # the data's fingerprint: the training and validation titles
     if resume:
-        check_resume_data(resume, cfg, titles)  # the very titles the checkpoint was trained on
+        check_resume_data(resume, cfg, len(titles), sha256)  # the very titles the checkpoint was trained on
     train_titles, val_titles, test_titles = split_titles(titles, cfg["num_titles"], cfg["val_frac"], cfg["test_titles"])
     with speed.main_process_first(rank, world):  # the main process trains it into the cache, the others load it
         tok, tok_path = get_tokenizer(train_titles, cfg["vocab_size"], f"{cfg['out_dir']}/.tokenizers", say)
     train_stream, val_stream = title_stream(tok, train_titles), title_stream(tok, val_titles)
     return SimpleNamespace(
         tok=tok, tok_path=tok_path, train_stream=train_stream, val_stream=val_stream,
-        sha256=titles_sha256(train_titles + val_titles), val_chars=text_chars(val_titles),
+        sha256=sha256, val_chars=text_chars(val_titles),
         # the training loss is per token; times tokens per character it is in the validation loss's unit
         tokens_per_char=(len(train_stream) - 1) / text_chars(train_titles),
         summary={"path": cfg["data"], "n_train": len(train_titles), "n_val": len(val_titles),
