@@ -5,14 +5,23 @@ bench.py: every speed number of nanorun, measured one way, in one place.
     python bench.py model                       # forward+backward tokens/s: eager/compiled x fp32/bf16, two shapes
     python bench.py adamw                       # AdamW per tensor (optim.py) vs torch's multi-tensor foreach
     python bench.py tokenizer --data titles.txt # BPE training and encoding time on real titles
+    python bench.py profile --no-amp            # a step's operators by their own time, under torch.profiler
+    python bench.py versus --original ../mainrun/mainrun/train.py --nanogpt ../nanoGPT/model.py
+                                                # nanorun's step beside the original's and nanoGPT's, interleaved
 
 `step` and `model` build the model the way train.py does (speed.use_fast_modules, the same process-wide
 settings, torch.compile with its warm-up, bf16 where it is measured faster) and time it on random tokens. They print the median step and the
 fastest one: the fastest is the one least disturbed by other work on the machine.
 """
 
+import __future__
 import argparse
+import ast
 import dataclasses
+import inspect
+import math
+import subprocess
+import sys
 import time
 
 import torch
@@ -43,7 +52,8 @@ def build(config, device, compile, amp, batch_size):
 
 
 def bench_step(args, device):
-    """Whole training steps, train.train_step: forward, backward (twice for SAM/ASAM), clip, optimizer step."""
+    """Whole training steps, train.train_step: forward, backward (twice for SAM/ASAM), clip, optimizer step.
+    Returns tokens/s (median)."""
     config = dataclasses.replace(SHAPES[args.shape], dropout=args.dropout)
     # as train.run() chooses: the same process-wide settings, compile where it works, bf16 where it is faster
     chosen = speed.choose(device, args.amp, args.compile, config.d_model, config.vocab_size,
@@ -70,6 +80,7 @@ def bench_step(args, device):
           f"GFLOP/s ({chosen.peak_dtype}); MFU {flops / median / chosen.peak:.0%}"
           + (f"; bf16 chosen by timing the model's matmuls (best fp32 {min(chosen.amp_times['fp32']) * 1e3:.1f} ms, "
              f"bf16 {min(chosen.amp_times['bf16'] or [float('nan')]) * 1e3:.1f} ms)" if chosen.amp_times else ""))
+    return tokens / median
 
 
 def bench_model(args, device):
@@ -158,9 +169,156 @@ def bench_tokenizer(args, device):
           f"{chars / len(ids):.4f} characters per token")
 
 
+def bench_profile(args, device):
+    """Where a training step's time goes: `args.steps` steps of train.train_step under torch.profiler, its
+    operators by their own time (self time, children excluded), and the share of the matrix products."""
+    config = dataclasses.replace(SHAPES[args.shape], dropout=args.dropout)
+    chosen = speed.choose(device, args.amp, args.compile, config.d_model, config.vocab_size,
+                          args.batch_size * config.block_size)
+    model, runner, compiled = build(config, device, chosen.compile, chosen.amp, args.batch_size)
+    opt = optim.build_optimizer(args.opt, model, lr=1e-4, weight_decay=0.01,
+                                rho=0.05 if args.opt in ("sam", "asam") else None)
+    x = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
+    y = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
+    for _ in range(3):  # warm up outside the profile
+        train.train_step(runner, opt, x, y, device=device, amp=chosen.amp, grad_clip=1.0)
+    with torch.profiler.profile() as prof:
+        for _ in range(args.steps):
+            train.train_step(runner, opt, x, y, device=device, amp=chosen.amp, grad_clip=1.0).item()
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    share = {kind: sum(e.self_cpu_time_total for e in ops if kind_of(e.key) == kind) / total
+             for kind in ("matrix products", "compiled kernels", "other")}
+    print(f"{args.shape} {args.opt} {'compiled' if compiled else 'eager'} {'bf16' if chosen.amp else 'fp32'} "
+          f"dropout {args.dropout}: {total / args.steps / 1e3:.0f} ms of operator time a step: "
+          + ", ".join(f"{kind} {s:.0%}" for kind, s in share.items()))
+    for e in ops[:args.top]:
+        print(f"  {e.self_cpu_time_total / total:6.1%}  {e.self_cpu_time_total / args.steps / 1e3:7.2f} ms  "
+              f"x{e.count // args.steps:<4} {e.key[:90]}")
+
+
+def kind_of(op):
+    """Matrix products; the compiler's fused kernels (everything else of a compiled forward or backward pass:
+    norms, GELU, softmax, dropout, cross-entropy); other operators (the optimizer's, copies)."""
+    if op in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise"):
+        return "matrix products"
+    return "compiled kernels" if "CompiledFxGraph" in op else "other"
+
+
+# ---- versus: nanorun's training step beside two other codebases' at the same shape --------------------------
+# The study's code (the original) and nanoGPT are not part of nanorun: pass the path of their files. Only their
+# class definitions are run (the original's train.py also imports packages nanorun does not install and sets up
+# logging at import), with torch, nn, F, math, inspect and dataclass in scope, as their own imports provide.
+VERSUS = ["original adamw", "original asam", "nanogpt adamw", "nanorun adamw", "nanorun asam"]
+STEP6 = dict(lr=2.1e-3, weight_decay=0.01, dropout=0.0603, betas=(0.9, 0.95), rho=0.05)  # STUDY.md, step 6
+
+
+def classes_from(path):
+    """The classes defined at the top level of the Python file `path`, without running anything else in it."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), filename=path)
+    tree.body = [node for node in tree.body if isinstance(node, ast.ClassDef)]
+    scope = dict(torch=torch, nn=torch.nn, F=torch.nn.functional, math=math, inspect=inspect,
+                 dataclass=dataclasses.dataclass)
+    # annotations stay unevaluated: they may name what the file imports from elsewhere (its tokenizer's types)
+    exec(compile(tree, path, "exec", flags=__future__.annotations.compiler_flag), scope)
+    return scope
+
+
+def asam_step(model, opt, x, y, rho):
+    """ASAM around torch's AdamW as STUDY.md describes the original's (written here; its SAM code is not
+    public): climb by rho * w^2 g / ||w g||, take the gradient there, come back, let AdamW step."""
+    _, loss = model(x, y)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    with torch.no_grad():
+        norm = torch.stack([(p.abs() * p.grad).norm() for p in params]).norm()
+        climbs = [rho * p * p * p.grad / (norm + 1e-12) for p in params]
+        for p, e in zip(params, climbs):
+            p.add_(e)
+    opt.zero_grad(set_to_none=True)
+    _, loss_at_e = model(x, y)
+    loss_at_e.backward()
+    with torch.no_grad():
+        for p, e in zip(params, climbs):
+            p.sub_(e)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def time_other(args, device):
+    """One step of the original (its GPT, torch's AdamW, its loop: fp32, eager) or of nanoGPT (its GPT and
+    configure_optimizers, compiled, fp32: its train.py autocasts on CUDA only). Returns tokens/s (median)."""
+    code, opt_name = args.only.split()
+    shape = SHAPES[args.shape]
+    torch.manual_seed(1337)
+    if code == "original":
+        scope = classes_from(args.original)
+        model = scope["GPT"](scope["GPTConfig"](vocab_size=shape.vocab_size, block_size=shape.block_size,
+                                                n_layer=shape.n_layer, n_head=shape.n_head,
+                                                d_model=shape.d_model, dropout=STEP6["dropout"])).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=STEP6["lr"], weight_decay=STEP6["weight_decay"],
+                                betas=STEP6["betas"])
+        runner = model
+    else:
+        scope = classes_from(args.nanogpt)
+        model = scope["GPT"](scope["GPTConfig"](vocab_size=shape.vocab_size, block_size=shape.block_size,
+                                                n_layer=shape.n_layer, n_head=shape.n_head,
+                                                n_embd=shape.d_model, dropout=STEP6["dropout"])).to(device)
+        opt = model.configure_optimizers(STEP6["weight_decay"], STEP6["lr"], STEP6["betas"], torch.device(device).type)
+        runner = torch.compile(model)
+    x = torch.randint(shape.vocab_size, (args.batch_size, shape.block_size), device=device)
+    y = torch.randint(shape.vocab_size, (args.batch_size, shape.block_size), device=device)
+
+    def adamw_step():  # the original's loop body; nanoGPT's is the same but for the order of zero_grad
+        _, loss = runner(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    step = adamw_step if opt_name == "adamw" else lambda: asam_step(runner, opt, x, y, STEP6["rho"])
+    speed.time_steps(step, 2, device)  # warm-up beyond the first step: compile, allocate
+    median, _, _ = speed.time_steps(step, args.steps, device)
+    return args.batch_size * shape.block_size / median
+
+
+def bench_versus(args, device):
+    """Each candidate in a process of its own, in turn, --rounds times (A, B, C, A, B, C, ...), so that all
+    see the same drift of the machine; then tokens/s per round and each one's ratio to the original's AdamW
+    step of the same round."""
+    if args.only:  # one candidate, in this process: print its tokens/s on the last line
+        if args.only.startswith("nanorun"):
+            args.opt, args.dropout = args.only.split()[1], STEP6["dropout"]
+            print(f"tokens/s {bench_step(args, device):.1f}")
+        else:
+            print(f"tokens/s {time_other(args, device):.1f}")
+        return
+    if not (args.original and args.nanogpt):
+        raise SystemExit("error: bench.py versus needs --original PATH (the study's train.py) and --nanogpt PATH "
+                         "(nanoGPT's model.py)")
+    rows = {name: [] for name in VERSUS}
+    for _ in range(args.rounds):
+        for name in VERSUS:
+            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", name], text=True,
+                                 capture_output=True)
+            if out.returncode != 0:
+                raise SystemExit(f"error: `{name}` failed:\n{out.stderr[-2000:]}")
+            rows[name].append(float(out.stdout.split()[-1]))
+            print(f"  {name}: {rows[name][-1]:,.0f} tokens/s", flush=True)
+    print(f"\n{args.shape}, batch {args.batch_size} x {SHAPES[args.shape].block_size}, dropout {STEP6['dropout']}, "
+          f"{args.steps} timed steps a round; tokens/s (x the original's AdamW step of the same round)")
+    print("| | " + " | ".join(f"round {r + 1}" for r in range(args.rounds)) + " |")
+    print("|---|" + "---|" * args.rounds)
+    for name, values in rows.items():
+        cells = [f"{v:,.0f} ({v / base:.2f}x)" for v, base in zip(values, rows["original adamw"])]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter)
-    p.add_argument("what", choices=["step", "model", "adamw", "tokenizer"], help="what to time")
+    p.add_argument("what", choices=["step", "model", "adamw", "tokenizer", "versus", "profile"],
+                   help="what to time")
     p.add_argument("--shape", choices=["all", *SHAPES], default="2.56M", help="model shape ('all': both, for model and adamw)")
     p.add_argument("--opt", choices=optim.OPTIMIZERS, default="adamw", help="optimizer of `step`")
     p.add_argument("--dropout", type=float, default=0.0, help="the model's dropout")
@@ -175,6 +333,11 @@ def main():
     p.add_argument("--data", default=None, help="titles file for `tokenizer` (default: none)")
     p.add_argument("--num_titles", type=int, default=100_000, help="titles for `tokenizer`: train on the first 90%%")
     p.add_argument("--vocab_size", type=int, default=4000, help="vocabulary for `tokenizer`")
+    p.add_argument("--original", default=None, help="`versus`: the study's train.py (its classes are read)")
+    p.add_argument("--nanogpt", default=None, help="`versus`: nanoGPT's model.py")
+    p.add_argument("--rounds", type=int, default=2, help="`versus`: rounds of all candidates")
+    p.add_argument("--top", type=int, default=20, help="`profile`: operators to list")
+    p.add_argument("--only", choices=VERSUS, default=None, help="`versus`: time this candidate alone")
     args = p.parse_args()
     if args.shape == "all" and args.what == "step":
         p.error("`step` times one shape: pass --shape 2.56M or 12M")
@@ -183,7 +346,8 @@ def main():
     device = speed.pick_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size} x block 64, {args.steps} timed steps")
-    {"step": bench_step, "model": bench_model, "adamw": bench_adamw, "tokenizer": bench_tokenizer}[args.what](args, device)
+    {"step": bench_step, "model": bench_model, "adamw": bench_adamw, "tokenizer": bench_tokenizer,
+     "versus": bench_versus, "profile": bench_profile}[args.what](args, device)
 
 
 if __name__ == "__main__":

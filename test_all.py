@@ -2294,3 +2294,37 @@ def test_tune_docstring_and_messages_name_only_flags_that_exist(capsys):
     with open(tune.__file__, encoding="utf-8") as f:
         named = set(re.findall(r"(?<![\w-])--[a-z][a-z_]*(?:-[a-z_]+)*(?![\w{-])", f.read()))
     assert named and named <= accepted, named - accepted
+
+
+# ==================================================================================================
+# bench.py: the side-by-side benchmark compares like with like
+# ==================================================================================================
+
+def test_bench_reads_another_codebase_s_classes_without_running_the_file(tmp_path):
+    import bench
+    other = tmp_path / "train.py"
+    other.write_text("import a_package_nanorun_does_not_install\n"
+                     "raise SystemExit('the file ran')\n"
+                     "@dataclass\nclass Config:\n    width: int = 3\n    tok: Tokenizer = None\n"
+                     "class Net(nn.Module):\n    def __init__(self, c: Config):\n        super().__init__()\n"
+                     "        self.lin = nn.Linear(c.width, 1)\n")
+    scope = bench.classes_from(str(other))
+    assert scope["Net"](scope["Config"]()).lin.in_features == 3
+
+
+def test_bench_asam_step_of_the_original_makes_nanorun_s_asam_update():
+    # bench.py times the original's ASAM step with its own few lines around torch's AdamW; they must make the
+    # update nanorun's SAM(adaptive=True) around optim.AdamW makes, or the comparison is of different work
+    import bench
+    torch.manual_seed(0)
+    ours = GPT(TINY)
+    theirs, start = copy.deepcopy(ours), copy.deepcopy(ours)
+    x, y = torch.randint(32, (4, 16)), torch.randint(32, (4, 16))
+    opt = optim.build_optimizer("asam", ours, lr=1e-2, weight_decay=0.0, rho=0.05)
+    torch_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.0)
+    for _ in range(3):
+        train.train_step(ours, opt, x, y, device="cpu", amp=False, grad_clip=1.0)
+        bench.asam_step(theirs, torch_opt, x, y, rho=0.05)
+    apart = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), theirs.parameters()))
+    moved = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), start.parameters()))
+    assert apart < 1e-5 and moved > 1e-2  # the same update, and not a step of nothing
