@@ -29,6 +29,7 @@ import time
 import torch
 import torch.distributed as dist
 
+import speed
 from common import ConfigError, atomic_file
 
 VERSION = 1
@@ -178,7 +179,7 @@ def rng_state():
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if speed.has_mps():
         state["mps"] = torch.mps.get_rng_state()
     return state
 
@@ -198,7 +199,7 @@ def set_rng_state(states, rank=0):
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    if "mps" in state and torch.backends.mps.is_available():
+    if "mps" in state and speed.has_mps():
         torch.mps.set_rng_state(state["mps"])
 
 

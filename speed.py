@@ -39,15 +39,19 @@ from gpt import ScaledDotProductAttention
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
 
+def has_mps():
+    """An Apple GPU that torch can use (builds without MPS support lack torch.backends.mps)."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def pick_device(name):
     """The device for --device NAME; "auto" is the fastest one present. One sentence if it is missing."""
-    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device cuda was asked but this torch {torch.__version__} sees no CUDA GPU; "
                           "use --device auto or cpu")
-    if name == "mps" and not has_mps:
+    if name == "mps" and not has_mps():
         raise ConfigError("--device mps was asked but MPS is not available here; use --device auto or cpu")
     return name
 

@@ -1568,8 +1568,7 @@ def test_on_cuda_the_fused_modules_train_like_the_textbook_and_warm_up_keeps_the
     assert torch.equal(torch.cuda.get_rng_state(), before)
 
 
-@pytest.mark.skipif(not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
-                    reason="needs an Apple GPU (MPS)")
+@pytest.mark.skipif(not speed.has_mps(), reason="needs an Apple GPU (MPS)")
 def test_on_mps_a_run_with_dropout_resumes_exactly(titles_file, tmp_path):
     cfg = tiny(titles_file, tmp_path, device="mps", dropout=0.1)
     whole = train.run(name="whole", **cfg)
