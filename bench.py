@@ -26,6 +26,7 @@ import time
 
 import torch
 
+import checkpoint
 import optim
 import speed
 import train
@@ -283,6 +284,19 @@ def time_other(args, device):
     return args.batch_size * shape.block_size / median
 
 
+def cpu_kind():
+    """The CPU's name, family and model, and whether it lists bf16 matrix instructions (Linux), for the record."""
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines()
+                    if ":" in line)
+    except OSError:
+        return checkpoint.cpu_model()
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in info.get("flags", "").split()]
+    return (f"{info.get('model name')} (family {info.get('cpu family')}, model {info.get('model')}), "
+            f"{', '.join(flags) or 'no bf16 instructions listed'}")
+
+
 def bench_versus(args, device):
     """Each candidate in a process of its own, in turn, --rounds times (A, B, C, A, B, C, ...), so that all
     see the same drift of the machine; then tokens/s per round and each one's ratio to the original's AdamW
@@ -297,6 +311,7 @@ def bench_versus(args, device):
     if not (args.original and args.nanogpt):
         raise SystemExit("error: bench.py versus needs --original PATH (the study's train.py) and --nanogpt PATH "
                          "(nanoGPT's model.py)")
+    print(f"CPU: {cpu_kind()}; the original: {args.original}; nanoGPT: {args.nanogpt}")
     rows = {name: [] for name in VERSUS}
     for _ in range(args.rounds):
         for name in VERSUS:
@@ -307,12 +322,15 @@ def bench_versus(args, device):
             rows[name].append(float(out.stdout.split()[-1]))
             print(f"  {name}: {rows[name][-1]:,.0f} tokens/s", flush=True)
     print(f"\n{args.shape}, batch {args.batch_size} x {SHAPES[args.shape].block_size}, dropout {STEP6['dropout']}, "
-          f"{args.steps} timed steps a round; tokens/s (x the original's AdamW step of the same round)")
+          f"{args.steps} timed steps a round; tokens/s, and in brackets the ratio to the original's step with the "
+          f"same optimizer in the same round")
     print("| | " + " | ".join(f"round {r + 1}" for r in range(args.rounds)) + " |")
     print("|---|" + "---|" * args.rounds)
     for name, values in rows.items():
-        cells = [f"{v:,.0f} ({v / base:.2f}x)" for v, base in zip(values, rows["original adamw"])]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        base = rows["original " + name.split()[1]]
+        print(f"| {name} | " + " | ".join(f"{v:,.0f} ({v / b:.2f}x)" for v, b in zip(values, base)) + " |")
+    print("nanorun adamw / nanogpt adamw: " + ", ".join(
+        f"{a / b:.2f}x" for a, b in zip(rows["nanorun adamw"], rows["nanogpt adamw"])))
 
 
 def main():

@@ -59,12 +59,16 @@ def read_log(path):
             end = dict(event, time_s=None) if clock_restarted else event
     if config is None:
         raise ValueError(f"{path} has no config event; is it a nanorun log.jsonl?")
-    config.setdefault("config", {})
+    config["config"] = {**ADDED_LATER, **config.get("config", {})}
     per_char = None if any(t[3] is None for t in train) else [(epoch, lpc) for _, epoch, _, lpc in train]
     return {"name": config.get("name") or os.path.basename(os.path.dirname(path)), "path": path,
             "config": config, "train": [(epoch, loss) for _, epoch, loss, _ in train], "train_per_char": per_char,
             "evals": [(epoch, loss) for _, epoch, loss, _ in evals], "eval_s": [e[3] for e in evals],
             "elapsed_s": evals[-1][3] if evals else None, "end": end}
+
+# Flags train.py gained after some logs were written, with the value that does what the code did before them:
+# an older log without the key ran that way, and groups with newer runs that set it so.
+ADDED_LATER = {"window_offsets": False}
 
 def final_val_loss(run):
     """The run's final val loss: from its end event, else its last evaluation, else None."""
