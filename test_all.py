@@ -2327,3 +2327,17 @@ def test_bench_asam_step_of_the_original_makes_nanorun_s_asam_update():
     apart = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), theirs.parameters()))
     moved = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), start.parameters()))
     assert apart < 1e-5 and moved > 1e-2  # the same update, and not a step of nothing
+
+
+def test_plot_logs_groups_a_log_from_before_a_flag_with_newer_runs_that_leave_it_off(tmp_path):
+    # records/ holds nanorun seeds logged before --window_offsets existed and one logged after, with it off
+    old, off, on = (str(tmp_path / n / "log.jsonl") for n in ("old", "off", "on"))
+    fake_log(old, "old", 1.30, seed=1)
+    fake_log(off, "off", 1.31, seed=2, window_offsets=False)
+    fake_log(on, "on", 1.29, seed=3, window_offsets=True)
+    with open(old) as f:
+        events = [json.loads(line) for line in f]
+    del events[0]["config"]["window_offsets"]
+    write_log(old, "old", events)
+    groups = plot_logs.group_runs([plot_logs.read_log(p) for p in (old, off, on)])
+    assert [[r["name"] for r in g] for g in groups] == [["old", "off"], ["on"]]
