@@ -68,7 +68,7 @@ PRESETS = {
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 5 epochs, WSD, no dropout, title-local attention, rotary "
                     "positions, window offsets", study_val_loss=None,
                     flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, window_offsets=True)),
-    "nanorun12m": dict(change="nanorun's recipe at step 5's shape and dropout", study_val_loss=None,
+    "nanorun12m": dict(change="nanorun's recipe, no window offsets, at step 5's shape and dropout", study_val_loss=None,
                        flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051)),
 }
 
@@ -121,7 +121,8 @@ def build_parser():
     g.add_argument("--min_lr", type=float, default=1e-5, help="floor the schedule decays to")
     g.add_argument("--batch_size", type=int, default=64, help="sequences per step")
     g.add_argument("--window_offsets", default=False, action=argparse.BooleanOptionalAction,
-                   help="each epoch after the first, the training windows start a random 0..block_size-1 tokens later")
+                   help="each epoch after the first, the training windows start a random 0..block_size-1 tokens later "
+                   "(on in --preset nanorun)")
     g.add_argument("--epochs", type=float, default=7, help="passes over the training tokens (1.5: one and a half)")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
                    "schedule still spans every epoch, and --resume goes on to the end unless given again")
