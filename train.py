@@ -60,12 +60,12 @@ PRESETS = {
                   flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
-    # Beyond the study (NOTES.md). Muon overfits after epoch 5 of 7: nanorun trains 5, holding its lr until the
-    # last 20% of the steps (WSD), which overfits less than the cosine. Muon takes a larger lr than AdamW did
-    # (3e-3, tuned at 12.2M) with wd 0.2. nanorun12m: the same recipe at step 5's shape and dropout.
-    # nanorun also cuts its windows elsewhere each epoch (--window_offsets: 0.0054 lower over three seeds at
-    # 2.56M), and with them a sixth epoch helps (0.0031 lower over three seeds); neither was measured at 12.2M,
-    # so nanorun12m stays as measured.
+    # Beyond the study (NOTES.md). Muon overfits after epoch 5 of 7 when every epoch cuts the titles at the same
+    # places; cutting them elsewhere each epoch (--window_offsets: 0.0054 lower over three seeds) lets a sixth
+    # epoch help too (0.0031 lower), so nanorun trains 6, holding its lr until the last 20% of the steps (WSD),
+    # which overfits less than the cosine. Muon takes a larger lr than AdamW did (3e-3, tuned at 12.2M) with
+    # wd 0.2. nanorun12m: the recipe as measured at step 5's shape and dropout (5 epochs, no window offsets:
+    # those two changes were not measured at 12.2M).
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
                     "positions, window offsets", study_val_loss=None,
                     flags=dict(_SMALL, **_NANORUN) | dict(n_layer=4, n_head=3, d_model=192, dropout=0.0,
