@@ -52,24 +52,31 @@ def build(config, device, compile, amp, batch_size):
     return model, runner, compiled
 
 
-def bench_step(args, device):
-    """Whole training steps, train.train_step: forward, backward (twice for SAM/ASAM), clip, optimizer step.
-    Returns tokens/s (median)."""
-    config = dataclasses.replace(SHAPES[args.shape], dropout=args.dropout)
-    # as train.run() chooses: the same process-wide settings, compile where it works, bf16 where it is faster
+def training_step(args, device, shape, opt_name):
+    """train.train_step on random tokens, set up as train.run() sets it up: the same process-wide settings,
+    compile where it works, bf16 where it is measured faster, the optimizer as train.py builds it.
+    Returns (config, the choices of speed.choose, the model, compiled or not, step: one step, its loss)."""
+    config = dataclasses.replace(SHAPES[shape], dropout=args.dropout)
     chosen = speed.choose(device, args.amp, args.compile, config.d_model, config.vocab_size,
                           args.batch_size * config.block_size)
-    compile, amp = chosen.compile, chosen.amp
-    model, runner, compiled = build(config, device, compile, amp, args.batch_size)
-    opt = optim.build_optimizer(args.opt, model, lr=1e-4, weight_decay=0.01,
-                                rho=0.05 if args.opt in ("sam", "asam") else None,
-                                ns_dtype=torch.bfloat16 if amp else None)  # as train.py
+    model, runner, compiled = build(config, device, chosen.compile, chosen.amp, args.batch_size)
+    opt = optim.build_optimizer(opt_name, model, lr=1e-4, weight_decay=0.01,
+                                rho=0.05 if opt_name in ("sam", "asam") else None,
+                                ns_dtype=torch.bfloat16 if chosen.amp else None)  # as train.py
     x = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
     y = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
 
     def step():
-        train.train_step(runner, opt, x, y, device=device, amp=amp, grad_clip=1.0).item()
+        return train.train_step(runner, opt, x, y, device=device, amp=chosen.amp, grad_clip=1.0).item()
 
+    return config, chosen, model, compiled, step
+
+
+def bench_step(args, device):
+    """Whole training steps, train.train_step: forward, backward (twice for SAM/ASAM), clip, optimizer step.
+    Returns tokens/s (median)."""
+    config, chosen, model, compiled, step = training_step(args, device, args.shape, args.opt)
+    amp = chosen.amp
     median, best, warm_up = speed.time_steps(step, args.steps, device)
     tokens = args.batch_size * config.block_size
     print(f"{args.shape} {args.opt} {'compiled' if compiled else 'eager'} {'bf16' if amp else 'fp32'} "
@@ -117,12 +124,9 @@ def bench_adamw(args, device):
     the two; then whole training steps (as `step` times them) to give the difference as a share of one.
     --shape all: both shapes."""
     for name in list(SHAPES) if args.shape == "all" else [args.shape]:
-        config = dataclasses.replace(SHAPES[name], dropout=args.dropout)
         # compiled or not, bf16 or not: as train.py chooses them (--compile, --amp: as given)
-        chosen = speed.choose(device, args.amp, args.compile, config.d_model, config.vocab_size,
-                              args.batch_size * config.block_size)
+        config, chosen, model, compiled, train_step = training_step(args, device, name, "adamw")
         amp = chosen.amp
-        model, runner, compiled = build(config, device, chosen.compile, amp, args.batch_size)
         for p in model.parameters():
             p.grad = torch.randn_like(p) * 1e-3
         opts = {"per tensor": optim.AdamW(optim.param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.95)),
@@ -139,11 +143,7 @@ def bench_adamw(args, device):
                 speed.synchronize(device)
                 times[label].append(time.perf_counter() - t0)
         med = {label: sorted(t)[len(t) // 2] for label, t in times.items()}
-        opt = optim.build_optimizer("adamw", model, lr=1e-4, weight_decay=0.01)
-        x = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
-        y = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
-        step, _, _ = speed.time_steps(
-            lambda: train.train_step(runner, opt, x, y, device=device, amp=amp, grad_clip=1.0).item(), args.steps, device)
+        step, _, _ = speed.time_steps(train_step, args.steps, device)
         print(f"{name} ({model.num_params():,} params, {len(list(model.parameters()))} tensors), "
               f"{'compiled' if compiled else 'eager'} {'bf16' if amp else 'fp32'}: training step {step * 1e3:.0f} ms median")
         for label, t in times.items():
@@ -173,19 +173,12 @@ def bench_tokenizer(args, device):
 def bench_profile(args, device):
     """Where a training step's time goes: `args.steps` steps of train.train_step under torch.profiler, its
     operators by their own time (self time, children excluded), and the share of the matrix products."""
-    config = dataclasses.replace(SHAPES[args.shape], dropout=args.dropout)
-    chosen = speed.choose(device, args.amp, args.compile, config.d_model, config.vocab_size,
-                          args.batch_size * config.block_size)
-    model, runner, compiled = build(config, device, chosen.compile, chosen.amp, args.batch_size)
-    opt = optim.build_optimizer(args.opt, model, lr=1e-4, weight_decay=0.01,
-                                rho=0.05 if args.opt in ("sam", "asam") else None)
-    x = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
-    y = torch.randint(config.vocab_size, (args.batch_size, config.block_size), device=device)
+    _, chosen, _, compiled, step = training_step(args, device, args.shape, args.opt)
     for _ in range(3):  # warm up outside the profile
-        train.train_step(runner, opt, x, y, device=device, amp=chosen.amp, grad_clip=1.0)
+        step()
     with torch.profiler.profile() as prof:
         for _ in range(args.steps):
-            train.train_step(runner, opt, x, y, device=device, amp=chosen.amp, grad_clip=1.0).item()
+            step()
     ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in ops)
     share = {kind: sum(e.self_cpu_time_total for e in ops if kind_of(e.key) == kind) / total
@@ -253,19 +246,16 @@ def time_other(args, device):
     code, opt_name = args.only.split()
     shape = SHAPES[args.shape]
     torch.manual_seed(1337)
+    scope = classes_from(args.original if code == "original" else args.nanogpt)
+    width = {"d_model" if code == "original" else "n_embd": shape.d_model}  # the one name they spell apart
+    model = scope["GPT"](scope["GPTConfig"](vocab_size=shape.vocab_size, block_size=shape.block_size,
+                                            n_layer=shape.n_layer, n_head=shape.n_head, dropout=STEP6["dropout"],
+                                            **width)).to(device)
     if code == "original":
-        scope = classes_from(args.original)
-        model = scope["GPT"](scope["GPTConfig"](vocab_size=shape.vocab_size, block_size=shape.block_size,
-                                                n_layer=shape.n_layer, n_head=shape.n_head,
-                                                d_model=shape.d_model, dropout=STEP6["dropout"])).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=STEP6["lr"], weight_decay=STEP6["weight_decay"],
                                 betas=STEP6["betas"])
         runner = model
     else:
-        scope = classes_from(args.nanogpt)
-        model = scope["GPT"](scope["GPTConfig"](vocab_size=shape.vocab_size, block_size=shape.block_size,
-                                                n_layer=shape.n_layer, n_head=shape.n_head,
-                                                n_embd=shape.d_model, dropout=STEP6["dropout"])).to(device)
         opt = model.configure_optimizers(STEP6["weight_decay"], STEP6["lr"], STEP6["betas"], torch.device(device).type)
         runner = torch.compile(model)
     x = torch.randint(shape.vocab_size, (args.batch_size, shape.block_size), device=device)
@@ -299,8 +289,8 @@ def cpu_kind():
 
 def bench_versus(args, device):
     """Each candidate in a process of its own, in turn, --rounds times (A, B, C, A, B, C, ...), so that all
-    see the same drift of the machine; then tokens/s per round and each one's ratio to the original's AdamW
-    step of the same round."""
+    see the same drift of the machine; then tokens/s per round and each one's ratio to the original's step
+    with the same optimizer in the same round."""
     if args.only:  # one candidate, in this process: print its tokens/s on the last line
         if args.only.startswith("nanorun"):
             args.opt, args.dropout = args.only.split()[1], STEP6["dropout"]
