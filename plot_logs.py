@@ -68,7 +68,7 @@ def read_log(path):
 
 # Flags train.py gained after some logs were written, with the value that does what the code did before them:
 # an older log without the key ran that way, and groups with newer runs that set it so.
-ADDED_LATER = {"window_offsets": False}
+ADDED_LATER = {"window_offsets": False, "teacher": None, "distill": 0.5}
 
 def final_val_loss(run):
     """The run's final val loss: from its end event, else its last evaluation, else None."""
@@ -170,7 +170,7 @@ def device_name(event):
     """
     v, device = event.get("versions") or {}, str(event.get("device", "-"))
     name = (v.get("gpu") if device.startswith("cuda") else v.get("cpu")) or device  # older logs: "cpu"
-    return name + {True: " bf16", False: " fp32"}.get(event.get("amp"), "")
+    return name.replace("(R)", "") + {True: " bf16", False: " fp32"}.get(event.get("amp"), "")
 
 def group_val(group):
     """A group's final val loss, mean ± spread (max - min) over its seeds, * when one is unfinished.
