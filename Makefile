@@ -5,7 +5,7 @@ DATA  ?= data/hn_titles.txt
 # fewer titles, 1 epoch.
 FIRST ?= --preset nanorun --num_titles 30000 --epochs 1
 
-.PHONY: help install run data test bench tune evaluate figure records ladder ablate speedrun
+.PHONY: help install run data test bench tune evaluate figure records ladder ablate speedrun distill
 help:            ## this list
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
@@ -99,3 +99,12 @@ FAST  ?= --preset nanorun --epochs 1.35 --lr 8e-3 --warmup_ratio 0.01 --decay_fr
 
 speedrun: install  ## nanorun to the study's 1.3206 in about 3 minutes on a 2-core CPU, SEEDS seeds one at a time
 	@$(MAKE) --no-print-directory ablate ROWS='speedrun=$(FAST)' JOBS=1
+# ---- distillation: a 12.2M teacher (nanorun12m with window offsets), trained once, then nanorun's 2.56M model
+# learns from the teacher's next-token distributions as well as from the titles (train.py --teacher; NOTES.md)
+TEACHER ?= runs/teacher12m
+
+distill: install   ## train the 12.2M teacher once (TEACHER=runs/teacher12m), then nanorun from it, SEEDS seeds
+	@[ -f "$(DATA)" ] || [ "$(DATA)" != data/hn_titles.txt ] || $(MAKE) data
+	@[ -f $(TEACHER)/ckpt.pt ] || $(PY) train.py --preset nanorun12m --window_offsets --data $(DATA) --sample 0 \
+		$(ARGS) --out_dir $(dir $(TEACHER)) --name $(notdir $(TEACHER))
+	@$(MAKE) --no-print-directory ablate ROWS='distill=--preset nanorun --teacher $(TEACHER)'

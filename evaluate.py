@@ -30,7 +30,8 @@ from gpt import GPT, GPTConfig, sample_titles, visible
 
 
 def load_model(path, device="cpu"):
-    """(model, tokenizer, checkpoint) from a run's ckpt.pt, its tokenizer checked against the checkpoint."""
+    """(model, tokenizer, checkpoint) from a run's ckpt.pt (or its folder), its tokenizer checked against it."""
+    path = checkpoint_path(path)
     ckpt = load_checkpoint(path)
     for key in ("model", "model_config", "tokenizer", "tokenizer_sha256"):
         if key not in ckpt:

@@ -1114,6 +1114,44 @@ def test_run_follows_the_schedule_it_is_given(tmp_path, titles_file):
     assert lrs[total // 2] == 3e-3 and lrs[total] < 3e-3 / 2  # stable through half the run, then decayed
 
 
+def test_distillation_mixes_in_the_cross_entropy_against_the_teacher_s_distribution():
+    model, (x, y) = tiny_model(seed=1), random_batch(2)
+    y[0, :5] = -1                                                 # padding is scored by neither term
+    logits, ce = model(x, y)
+    sure = lambda idx: (100.0 * F.one_hot(y.clamp(min=0), TINY.vocab_size).float(), None)  # certain of the truth
+    assert torch.allclose(train.training_loss(model, x, y, sure, 0.3)[1], ce, atol=1e-5)
+    uniform = lambda idx: (torch.zeros(*idx.shape, TINY.vocab_size), None)
+    keep = y != -1
+    by_hand = 0.7 * ce - 0.3 * F.log_softmax(logits, -1).mean(-1)[keep].mean()
+    hard, mixed = train.training_loss(model, x, y, uniform, 0.3)
+    assert torch.equal(hard, ce) and torch.allclose(mixed, by_hand, atol=1e-6)
+    # a teacher equal to the student: the KL divergence is at its minimum, so the pure soft target pulls nowhere
+    twin = tiny_model(seed=1).eval()
+    model.eval()
+    train.training_loss(model, x, y, twin, 1.0)[1].backward()
+    assert max(p.grad.abs().max() for p in model.parameters()) < 1e-6
+    model.zero_grad()
+    train.training_loss(model, x, y, twin, 0.5)[1].backward()     # the true tokens' half still pulls
+    assert max(p.grad.abs().max() for p in model.parameters()) > 1e-3
+
+
+def test_a_student_learns_from_a_teacher_of_its_own_titles_only(titles_file, tmp_path):
+    teacher = train.run(**tiny(titles_file, tmp_path, d_model=48, epochs=1, name="teacher"))
+    student = train.run(**tiny(titles_file, tmp_path, teacher=teacher["run_dir"], distill=0.5))
+    assert student["status"] == "done" and math.isfinite(student["final_val_loss"])
+    head = read_log(student["log"])[0]
+    assert head["config"]["teacher"] == teacher["run_dir"]
+    plain = GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, d_model=32))
+    assert student["gflop_per_s"] > student["tokens_per_s"] * plain.flops_per_token() / 1e9  # the teacher's work counts
+    with pytest.raises(train.ConfigError, match="trained on other titles"):
+        train.run(**tiny(titles_file, tmp_path, num_titles=500, vocab_size=300, teacher=teacher["run_dir"]))
+    with pytest.raises(train.ConfigError, match="another tokenizer"):
+        train.run(**tiny(titles_file, tmp_path, vocab_size=290, teacher=teacher["run_dir"]))
+    unfinished = train.run(**tiny(titles_file, tmp_path, max_steps=10, name="unfinished"))
+    with pytest.raises(train.ConfigError, match="stopped at step 10 of 140; finish it first with --resume"):
+        train.run(**tiny(titles_file, tmp_path, teacher=unfinished["run_dir"]))
+
+
 def test_run_writes_log_and_checkpoint_and_loss_falls(titles_file, tmp_path):
     seen = []
     out = train.run(callback=lambda step, val: seen.append((step, val)), **tiny(titles_file, tmp_path))
@@ -1334,6 +1372,7 @@ def cli(*args, cwd):
     ("ok", dict(opt="adam"), "unknown --opt"),
     ("ok", dict(device="tpu"), "unknown --device"),
     ("ok", dict(dropout=1.5), "--dropout"),
+    ("ok", dict(distill=1.5), "--distill must be in"),
     ("ok", dict(min_lr=1.0, lr=0.1), "--min_lr"),
     ("ok", dict(epochs=0), "--epochs must be a positive number"),
     ("ok", dict(schedule="wsd", decay_frac=0.0), "--decay_frac must be in"),

@@ -24,16 +24,18 @@ from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import optim
 import speed
-from checkpoint import (RunFiles, catch_stop_signals, check_resume_data, check_writable, checkpoint_path, load_checkpoint,
-                        restore, rng_states, save_state, set_rng_state, versions)
+from checkpoint import (RunFiles, catch_stop_signals, check_resume_data, check_writable, checkpoint_path, file_sha256,
+                        load_checkpoint, restore, rng_states, save_state, set_rng_state, versions)
 from common import ConfigError, HelpFormatter, typed_flags
 from dataset import (get_tokenizer, read_titles, split_titles, stream_nats, text_chars, title_stream,
                      train_batches, titles_sha256)
+from evaluate import load_model
 from gpt import GPT, GPTConfig, sample_titles, visible
 
 # ----------------------------------------------------------------------------------------------
@@ -125,6 +127,10 @@ def build_parser():
     g.add_argument("--window_offsets", default=False, action=argparse.BooleanOptionalAction,
                    help="each epoch after the first, the training windows start a random 0..block_size-1 tokens later "
                    "(on in --preset nanorun)")
+    g.add_argument("--teacher", default=None, help="a trained run (folder or checkpoint) to distill from: its "
+                   "next-token distributions become a second target; it must have trained on this run's titles")
+    g.add_argument("--distill", type=float, default=0.5, help="with --teacher: the weight of the teacher's "
+                   "target in the loss (0..1; the rest is the true next token's)")
     g.add_argument("--epochs", type=float, default=7, help="passes over the training tokens (1.5: one and a half)")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
                    "schedule still spans every epoch, and --resume goes on to the end unless given again")
@@ -197,6 +203,7 @@ def check_config(c):
     need(c["weight_decay"] >= 0, f"--weight_decay must be >= 0, got {c['weight_decay']}")
     need(0 <= c["warmup_ratio"] < 1, f"--warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
     need(0 < c["decay_frac"] <= 1, f"--decay_frac must be in (0, 1], got {c['decay_frac']}")
+    need(0 <= c["distill"] <= 1, f"--distill must be in [0, 1], got {c['distill']}")
     need(c["rho"] is None or c["rho"] > 0, f"--rho must be positive, got {c['rho']}")
     need(c["test_titles"] >= 0 and c["max_steps"] >= 0 and c["grad_clip"] >= 0,
          "--test_titles, --max_steps and --grad_clip must not be negative")
@@ -207,21 +214,35 @@ def check_config(c):
 # ----------------------------------------------------------------------------------------------
 # The training step: one definition, for run() and for bench.py
 
-def train_step(model, opt, x, y, *, device, amp, grad_clip):
+def training_loss(model, x, y, teacher=None, distill=0.0):
+    """(cross-entropy with the next tokens, the loss to minimise). They are one and the same, except with a
+    teacher: knowledge distillation (Hinton et al. 2015) mixes in, with weight `distill`, the cross-entropy
+    against the teacher's predicted next-token distribution, a soft target that also says which other
+    tokens were likely; its gradient is the KL divergence's, as the teacher's entropy is a constant."""
+    logits, ce = model(x, y)
+    if teacher is None:
+        return ce, ce
+    with torch.no_grad():
+        p_teacher = F.softmax(teacher(x)[0].float(), dim=-1)                        # (B, T, vocab)
+    soft_ce = -(p_teacher * F.log_softmax(logits.float(), dim=-1)).sum(-1)         # (B, T)
+    return ce, (1 - distill) * ce + distill * soft_ce[y != -1].mean()               # -1: padding, not scored
+
+
+def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distill=0.0):
     """One update on the batch (x, y), in a fixed order: forward, backward, (SAM/ASAM: climb to w + e(w)
     and take the gradient there), clip the gradient norm, optimizer step, zero the gradients.
-    Returns the loss at w, a tensor.
+    Returns the cross-entropy at w, a tensor.
 
     Under DDP every backward pass averages the gradients of all processes, the first pass too, so SAM's
     perturbation e = rho g / ||g|| uses the gradient of the whole global batch, as one process would."""
     with speed.autocast(device, amp):
-        _, loss = model(x, y)
+        ce, loss = training_loss(model, x, y, teacher, distill)
     loss.backward()
     sharpness_aware = isinstance(opt, optim.SAM)
     if sharpness_aware:
         opt.first_step(zero_grad=True)                # w -> w + e(w)
         with speed.autocast(device, amp):
-            _, loss_at_e = model(x, y)
+            _, loss_at_e = training_loss(model, x, y, teacher, distill)
         loss_at_e.backward()                          # the gradient at w + e(w)
     if grad_clip > 0:                                 # after first_step: it normalises the first gradient anyway
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -230,12 +251,14 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip):
     else:
         opt.step()
     opt.zero_grad(set_to_none=True)
-    return loss
+    return ce
 
 
-def step_flops_per_token(model, opt_name):
-    """The work of one training step per token: SAM and ASAM pass forward and backward twice."""
-    return model.flops_per_token() * (2 if opt_name in ("sam", "asam") else 1)
+def step_flops_per_token(model, opt_name, teacher=None):
+    """The work of one training step per token: SAM and ASAM pass forward and backward twice; a teacher
+    passes forward (a third of forward and backward) as often."""
+    passes = 2 if opt_name in ("sam", "asam") else 1
+    return passes * (model.flops_per_token() + (teacher.flops_per_token() / 3 if teacher is not None else 0))
 
 
 def n_evals(cfg):  # evaluations after step 0, at least one (tune.py's pruner counts them too)
@@ -296,6 +319,30 @@ def build_model(cfg, tok, device, amp):
     return model, opt, fast_modules
 
 
+def load_teacher(cfg, data, device, amp, compile, rows):
+    """Distillation's teacher: a finished run's model, frozen. It must have learnt from exactly this run's
+    training titles through the same tokenizer, so it cannot leak validation or test titles into the student."""
+    teacher, _, ckpt = load_model(cfg["teacher"], device)
+    if ckpt["data_sha256"] != data.sha256 or ckpt["config"]["val_frac"] != cfg["val_frac"]:
+        raise ConfigError(f"teacher {cfg['teacher']} was trained on other titles or another validation split than "
+                          "this run; train the teacher with this run's --data, --num_titles and --val_frac")
+    if ckpt["step"] < ckpt["total_steps"]:
+        raise ConfigError(f"teacher {cfg['teacher']} stopped at step {ckpt['step']} of {ckpt['total_steps']}; "
+                          f"finish it first with --resume {cfg['teacher']}")
+    if ckpt["tokenizer_sha256"] != file_sha256(data.tok_path):
+        raise ConfigError(f"teacher {cfg['teacher']} has another tokenizer than this run; give both the same "
+                          "--vocab_size and titles")
+    if teacher.config.block_size < cfg["block_size"]:
+        raise ConfigError(f"teacher {cfg['teacher']} reads {teacher.config.block_size} tokens, fewer than "
+                          f"--block_size {cfg['block_size']}")
+    teacher.requires_grad_(False)
+    if compile:  # compiled, and its graph built now, not in the first (timed) step
+        teacher = torch.compile(teacher)
+        with torch.no_grad(), speed.autocast(device, amp):
+            teacher(torch.zeros(rows, cfg["block_size"], dtype=torch.long, device=device))
+    return teacher
+
+
 def run(callback=None, **config):
     """Train one model; return its result. callback(step, val_loss) runs after every evaluation; when it
     returns True the run stops there with status "stopped" (tune.py's pruned trials)."""
@@ -335,7 +382,8 @@ def run(callback=None, **config):
         model = DDP(net, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
     if resume:
         set_rng_state(resume["rng"], rank)
-    flops_per_token = step_flops_per_token(raw_model, cfg["opt"])
+    teacher = load_teacher(cfg, data, device, chosen.amp, chosen.compile, B // world) if cfg["teacher"] else None
+    flops_per_token = step_flops_per_token(raw_model, cfg["opt"], teacher)
     peak = speed.all_sum(chosen.peak, device, world)  # MFU's yardstick: all devices' fastest matmul, FLOP/s
 
     files.log_start(cfg, resume, data, plan, raw_model, step, PRESETS.get(cfg["preset"], {}), dict(
@@ -374,7 +422,8 @@ def run(callback=None, **config):
             for group in opt.param_groups:
                 group["lr"] = lr
             t0 = time.time()
-            loss = train_step(model, opt, x, y, device=device, amp=chosen.amp, grad_clip=cfg["grad_clip"]).item()
+            loss = train_step(model, opt, x, y, device=device, amp=chosen.amp, grad_clip=cfg["grad_clip"],
+                              teacher=teacher, distill=cfg["distill"]).item()
             if not math.isfinite(loss):
                 raise Diverged(f"training loss became {loss} at step {step} (lr {lr:.3g}); lower --lr "
                                "or turn on --grad_clip")
