@@ -10,6 +10,7 @@ depends on the machine (device, processes, bf16, compile) lives in speed.py.
     python train.py --preset step6 --epochs 1 --num_titles 20000   # a first run, minutes on a laptop
     python train.py --opt asam --d_model 384                       # any flag overrides the defaults
     python train.py --resume runs/NAME                             # continue an interrupted run
+    python train.py --preset nanorun --teacher runs/BIG            # distill a finished larger run into it
     torchrun --nproc_per_node 4 train.py --preset step5            # one model, 4 processes (DDP)
 
 `run(**config)` is the one entry point (tune.py imports it); `main()` only parses flags.
