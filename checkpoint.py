@@ -251,6 +251,24 @@ def check_resume_data(ckpt, cfg, n_titles, data_sha256):
                           "trained on; pass the same file")
 
 
+
+def check_teacher(ckpt, cfg, data_sha256, tok_sha256):
+    """A distillation teacher (train.py --teacher) is a finished run on this run's titles, validation split
+    and tokenizer, and sees at least a whole block of context."""
+    name = cfg["teacher"]
+    if ckpt["data_sha256"] != data_sha256 or ckpt["config"]["val_frac"] != cfg["val_frac"]:
+        raise ConfigError(f"teacher {name} was trained on other titles or another validation split than this "
+                          "run; train the teacher with this run's --data, --num_titles and --val_frac")
+    if ckpt["step"] < ckpt["total_steps"]:
+        raise ConfigError(f"teacher {name} stopped at step {ckpt['step']} of {ckpt['total_steps']}; "
+                          f"finish it first with --resume {name}")
+    if ckpt["tokenizer_sha256"] != tok_sha256:
+        raise ConfigError(f"teacher {name} has another tokenizer than this run; give both the same --vocab_size "
+                          "and titles")
+    if ckpt["model_config"]["block_size"] < cfg["block_size"]:
+        raise ConfigError(f"teacher {name} reads {ckpt['model_config']['block_size']} tokens, fewer than "
+                          f"--block_size {cfg['block_size']}")
+
 # ----------------------------------------------------------------------------------------------
 # stopping politely
 

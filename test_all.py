@@ -1118,21 +1118,33 @@ def test_distillation_mixes_in_the_cross_entropy_against_the_teacher_s_distribut
     model, (x, y) = tiny_model(seed=1), random_batch(2)
     y[0, :5] = -1                                                 # padding is scored by neither term
     logits, ce = model(x, y)
-    sure = lambda idx: (100.0 * F.one_hot(y.clamp(min=0), TINY.vocab_size).float(), None)  # certain of the truth
+    sure = F.one_hot(y.clamp(min=0), TINY.vocab_size).float()    # a teacher certain of the truth
     assert torch.allclose(train.training_loss(model, x, y, sure, 0.3)[1], ce, atol=1e-5)
-    uniform = lambda idx: (torch.zeros(*idx.shape, TINY.vocab_size), None)
+    uniform = torch.full((*x.shape, TINY.vocab_size), 1 / TINY.vocab_size)
     keep = y != -1
     by_hand = 0.7 * ce - 0.3 * F.log_softmax(logits, -1).mean(-1)[keep].mean()
     hard, mixed = train.training_loss(model, x, y, uniform, 0.3)
     assert torch.equal(hard, ce) and torch.allclose(mixed, by_hand, atol=1e-6)
     # a teacher equal to the student: the KL divergence is at its minimum, so the pure soft target pulls nowhere
-    twin = tiny_model(seed=1).eval()
     model.eval()
+    twin = F.softmax(tiny_model(seed=1).eval()(x)[0], -1).detach()
     train.training_loss(model, x, y, twin, 1.0)[1].backward()
     assert max(p.grad.abs().max() for p in model.parameters()) < 1e-6
     model.zero_grad()
     train.training_loss(model, x, y, twin, 0.5)[1].backward()     # the true tokens' half still pulls
     assert max(p.grad.abs().max() for p in model.parameters()) > 1e-3
+
+
+def test_the_teacher_predicts_once_a_step_even_under_sam():
+    model, (x, y) = tiny_model(seed=1), random_batch(2)
+    teacher, calls = tiny_model(seed=2).eval(), []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    for name in ("adamw", "asam"):
+        opt = optim.build_optimizer(name, model, lr=1e-3, weight_decay=0.0, rho=0.05 if name == "asam" else None)
+        train.train_step(model, opt, x, y, device="cpu", amp=False, grad_clip=1.0, teacher=teacher, distill=0.5)
+    assert len(calls) == 2
+    assert train.step_flops_per_token(model, "asam", teacher) == \
+        2 * model.flops_per_token() + teacher.flops_per_token() / 3
 
 
 def test_a_student_learns_from_a_teacher_of_its_own_titles_only(titles_file, tmp_path):
@@ -1147,6 +1159,8 @@ def test_a_student_learns_from_a_teacher_of_its_own_titles_only(titles_file, tmp
         train.run(**tiny(titles_file, tmp_path, num_titles=500, vocab_size=300, teacher=teacher["run_dir"]))
     with pytest.raises(train.ConfigError, match="another tokenizer"):
         train.run(**tiny(titles_file, tmp_path, vocab_size=290, teacher=teacher["run_dir"]))
+    with pytest.raises(train.ConfigError, match="reads 16 tokens, fewer than --block_size 32"):
+        train.run(**tiny(titles_file, tmp_path, block_size=32, teacher=teacher["run_dir"]))
     unfinished = train.run(**tiny(titles_file, tmp_path, max_steps=10, name="unfinished"))
     with pytest.raises(train.ConfigError, match="stopped at step 10 of 140; finish it first with --resume"):
         train.run(**tiny(titles_file, tmp_path, teacher=unfinished["run_dir"]))

@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 import optim
 import speed
-from checkpoint import (RunFiles, catch_stop_signals, check_resume_data, check_writable, checkpoint_path, file_sha256,
-                        load_checkpoint, restore, rng_states, save_state, set_rng_state, versions)
+from checkpoint import (RunFiles, catch_stop_signals, check_resume_data, check_teacher, check_writable, checkpoint_path,
+                        file_sha256, load_checkpoint, restore, rng_states, save_state, set_rng_state, versions)
 from common import ConfigError, HelpFormatter, typed_flags
 from dataset import (get_tokenizer, read_titles, split_titles, stream_nats, text_chars, title_stream,
                      train_batches, titles_sha256)
@@ -215,35 +215,38 @@ def check_config(c):
 # ----------------------------------------------------------------------------------------------
 # The training step: one definition, for run() and for bench.py
 
-def training_loss(model, x, y, teacher=None, distill=0.0):
+def training_loss(model, x, y, p_teacher=None, distill=0.0):
     """(cross-entropy with the next tokens, the loss to minimise). They are one and the same, except with a
     teacher: knowledge distillation (Hinton et al. 2015) mixes in, with weight `distill`, the cross-entropy
-    against the teacher's predicted next-token distribution, a soft target that also says which other
-    tokens were likely; its gradient is the KL divergence's, as the teacher's entropy is a constant."""
+    against the teacher's predicted next-token distribution `p_teacher` (B, T, vocab), a soft target that also
+    says which other tokens were likely; its gradient is the KL divergence's, as the teacher's entropy is a
+    constant."""
     logits, ce = model(x, y)
-    if teacher is None:
+    if p_teacher is None:
         return ce, ce
-    with torch.no_grad():
-        p_teacher = F.softmax(teacher(x)[0].float(), dim=-1)                        # (B, T, vocab)
     soft_ce = -(p_teacher * F.log_softmax(logits.float(), dim=-1)).sum(-1)         # (B, T)
     return ce, (1 - distill) * ce + distill * soft_ce[y != -1].mean()               # -1: padding, not scored
 
 
 def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distill=0.0):
-    """One update on the batch (x, y), in a fixed order: forward, backward, (SAM/ASAM: climb to w + e(w)
-    and take the gradient there), clip the gradient norm, optimizer step, zero the gradients.
-    Returns the cross-entropy at w, a tensor.
+    """One update on the batch (x, y), in a fixed order: (the teacher's predictions,) forward, backward,
+    (SAM/ASAM: climb to w + e(w) and take the gradient there), clip the gradient norm, optimizer step, zero
+    the gradients. Returns the cross-entropy at w, a tensor.
 
     Under DDP every backward pass averages the gradients of all processes, the first pass too, so SAM's
     perturbation e = rho g / ||g|| uses the gradient of the whole global batch, as one process would."""
+    p_teacher = None
+    if teacher is not None:                           # frozen: one forward pass serves w and w + e(w)
+        with torch.no_grad(), speed.autocast(device, amp):
+            p_teacher = F.softmax(teacher(x)[0].float(), dim=-1)
     with speed.autocast(device, amp):
-        ce, loss = training_loss(model, x, y, teacher, distill)
+        ce, loss = training_loss(model, x, y, p_teacher, distill)
     loss.backward()
     sharpness_aware = isinstance(opt, optim.SAM)
     if sharpness_aware:
         opt.first_step(zero_grad=True)                # w -> w + e(w)
         with speed.autocast(device, amp):
-            _, loss_at_e = training_loss(model, x, y, teacher, distill)
+            _, loss_at_e = training_loss(model, x, y, p_teacher, distill)
         loss_at_e.backward()                          # the gradient at w + e(w)
     if grad_clip > 0:                                 # after first_step: it normalises the first gradient anyway
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -257,9 +260,9 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distil
 
 def step_flops_per_token(model, opt_name, teacher=None):
     """The work of one training step per token: SAM and ASAM pass forward and backward twice; a teacher
-    passes forward (a third of forward and backward) as often."""
+    passes forward once (a third of a forward and backward pass)."""
     passes = 2 if opt_name in ("sam", "asam") else 1
-    return passes * (model.flops_per_token() + (teacher.flops_per_token() / 3 if teacher is not None else 0))
+    return passes * model.flops_per_token() + (teacher.flops_per_token() / 3 if teacher is not None else 0)
 
 
 def n_evals(cfg):  # evaluations after step 0, at least one (tune.py's pruner counts them too)
@@ -321,21 +324,10 @@ def build_model(cfg, tok, device, amp):
 
 
 def load_teacher(cfg, data, device, amp, compile, rows):
-    """Distillation's teacher: a finished run's model, frozen. It must have learnt from exactly this run's
-    training titles through the same tokenizer, so it cannot leak validation or test titles into the student."""
+    """Distillation's teacher: a finished run's model, frozen. check_teacher makes sure it learnt from exactly
+    this run's training titles through the same tokenizer, so it cannot leak validation or test titles."""
     teacher, _, ckpt = load_model(cfg["teacher"], device)
-    if ckpt["data_sha256"] != data.sha256 or ckpt["config"]["val_frac"] != cfg["val_frac"]:
-        raise ConfigError(f"teacher {cfg['teacher']} was trained on other titles or another validation split than "
-                          "this run; train the teacher with this run's --data, --num_titles and --val_frac")
-    if ckpt["step"] < ckpt["total_steps"]:
-        raise ConfigError(f"teacher {cfg['teacher']} stopped at step {ckpt['step']} of {ckpt['total_steps']}; "
-                          f"finish it first with --resume {cfg['teacher']}")
-    if ckpt["tokenizer_sha256"] != file_sha256(data.tok_path):
-        raise ConfigError(f"teacher {cfg['teacher']} has another tokenizer than this run; give both the same "
-                          "--vocab_size and titles")
-    if teacher.config.block_size < cfg["block_size"]:
-        raise ConfigError(f"teacher {cfg['teacher']} reads {teacher.config.block_size} tokens, fewer than "
-                          f"--block_size {cfg['block_size']}")
+    check_teacher(ckpt, cfg, data.sha256, file_sha256(data.tok_path))
     teacher.requires_grad_(False)
     if compile:  # compiled, and its graph built now, not in the first (timed) step
         teacher = torch.compile(teacher)
