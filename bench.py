@@ -77,15 +77,32 @@ def bench_step(args, device):
     Returns tokens/s (median)."""
     config, chosen, model, compiled, step = training_step(args, device, args.shape, args.opt)
     amp = chosen.amp
-    median, best, warm_up = speed.time_steps(step, args.steps, device)
+    # Each step is followed by one product of the peak's kind (speed.matmul_peak), so that every step's MFU
+    # is taken against the matmul speed of the same moment: a CPU's speed drifts within seconds.
+    n, peak_dtype = speed.peak_size(device), getattr(torch, chosen.peak_dtype)
+    def seconds(f):
+        t0 = time.perf_counter()
+        f()
+        speed.synchronize(device)
+        return time.perf_counter() - t0
+
+    warm_up, step_s, peak_s = seconds(step), [], []
+    for _ in range(args.steps):
+        step_s.append(seconds(step))
+        peak_s.append(speed.time_matmuls([(n, n, n)], peak_dtype, device))
+    median, best = sorted(step_s)[len(step_s) // 2], min(step_s)
     tokens = args.batch_size * config.block_size
     print(f"{args.shape} {args.opt} {'compiled' if compiled else 'eager'} {'bf16' if amp else 'fp32'} "
           f"dropout {args.dropout}: {tokens / median:,.0f} tokens/s median ({median * 1e3:.0f} ms a step), "
           f"{tokens / best:,.0f} best; first step {warm_up:.1f} s")
     # MFU as nanoGPT defines it, over the machine's fastest matmul measured here instead of a datasheet's
     flops = tokens * train.step_flops_per_token(model, args.opt)
+    mfus = sorted((flops / s) / (2 * n**3 / p) for s, p in zip(step_s, peak_s))
+    q = lambda f: mfus[round(f * (len(mfus) - 1))]
     print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; the fastest matmul here: {chosen.peak / 1e9:,.0f} "
-          f"GFLOP/s ({chosen.peak_dtype}); MFU {flops / median / chosen.peak:.0%}"
+          f"GFLOP/s ({chosen.peak_dtype}, best of 10 at start-up; {2 * n**3 / max(peak_s) / 1e9:,.0f}-"
+          f"{2 * n**3 / min(peak_s) / 1e9:,.0f} between the steps); MFU {q(0.5):.0%} (median of each step against "
+          f"the product after it; quartiles {q(0.25):.0%}-{q(0.75):.0%})"
           + (f"; bf16 chosen by timing the model's matmuls (best fp32 {min(chosen.amp_times['fp32']) * 1e3:.1f} ms, "
              f"bf16 {min(chosen.amp_times['bf16'] or [float('nan')]) * 1e3:.1f} ms)" if chosen.amp_times else ""))
     return tokens / median

@@ -183,8 +183,12 @@ def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls
     return min(kept["bf16"]) < min(kept["fp32"]), kept  # bf16 when its best beat fp32's best
 
 
+def peak_size(device):
+    return 8192 if device == "cuda" else 1024
+
+
 @functools.cache
-def matmul_peak(device, repeats=3):
+def matmul_peak(device, repeats=10):
     """(FLOP/s, dtype) of the machine's fastest matrix product: n x n x n in fp32 (TF32 on CUDA, as
     set_up_process allows) and in bf16, whichever is faster.
 
@@ -192,8 +196,10 @@ def matmul_peak(device, repeats=3):
     ran in: a step in bf16 on a CPU whose bf16 is slower than its fp32 is measured against the fp32 peak.
     nanoGPT divides by the GPU's datasheet peak; a CPU has none that it reaches, so here the peak is
     measured, which is below the datasheet's: the MFU is higher than nanoGPT's would be on the same GPU.
-    n = 1024 on CPU and MPS (~10 ms a product in fp32 on a 2-core CPU); 8192 on CUDA."""
-    n = 8192 if device == "cuda" else 1024
+    n = 1024 on CPU and MPS (~10 ms a product in fp32 on a 2-core CPU); 8192 on CUDA. The best of 10: a CPU's
+    speed drifts from one product to the next (bf16 on an AMD EPYC: 330-690 GFLOP/s within a second), and a
+    slow draw would make the peak low and the MFU look better than it is."""
+    n = peak_size(device)
     best = {}
     for dtype in (torch.float32, torch.bfloat16):
         try:
