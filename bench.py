@@ -98,11 +98,11 @@ def bench_step(args, device):
     # MFU as nanoGPT defines it, over the machine's fastest matmul measured here instead of a datasheet's
     flops = tokens * train.step_flops_per_token(model, args.opt)
     mfus = sorted((flops / s) / (2 * n**3 / p) for s, p in zip(step_s, peak_s))
-    q = lambda f: mfus[round(f * (len(mfus) - 1))]
+    quantile = lambda f: mfus[round(f * (len(mfus) - 1))]
     print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; the fastest matmul here: {chosen.peak / 1e9:,.0f} "
           f"GFLOP/s ({chosen.peak_dtype}, best of 10 at start-up; {2 * n**3 / max(peak_s) / 1e9:,.0f}-"
-          f"{2 * n**3 / min(peak_s) / 1e9:,.0f} between the steps); MFU {q(0.5):.0%} (median of each step against "
-          f"the product after it; quartiles {q(0.25):.0%}-{q(0.75):.0%})"
+          f"{2 * n**3 / min(peak_s) / 1e9:,.0f} between the steps); MFU {quantile(0.5):.0%} (median of each step against "
+          f"the product after it; quartiles {quantile(0.25):.0%}-{quantile(0.75):.0%})"
           + (f"; bf16 chosen by timing the model's matmuls (best fp32 {min(chosen.amp_times['fp32']) * 1e3:.1f} ms, "
              f"bf16 {min(chosen.amp_times['bf16'] or [float('nan')]) * 1e3:.1f} ms)" if chosen.amp_times else ""))
     return tokens / median

@@ -7,7 +7,8 @@ checkpoint.py: a run's files, off the reading path. Every run owns a folder runs
 
 A folder is never reused, files are replaced atomically (common.atomic_file), and a checkpoint from
 another run, a corrupt one or a missing one is one clear sentence (common.ConfigError). train.py writes
-the log and the checkpoint through RunFiles; plot_logs.py reads the logs back.
+the log and the checkpoint through RunFiles, and checks its config, a resumed run's data and a teacher
+here (check_config, check_resume_data, check_teacher); plot_logs.py reads the logs back.
 
     files = RunFiles.for_run(cfg, resume=None, writer=True)   # a new runs/<name>/, never an existing one
     files.log("eval", step=100, val_loss=1.32)                # one line of log.jsonl
@@ -18,6 +19,7 @@ the log and the checkpoint through RunFiles; plot_logs.py reads the logs back.
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shutil
@@ -29,6 +31,7 @@ import time
 import torch
 import torch.distributed as dist
 
+import optim
 import speed
 from common import ConfigError, atomic_file
 
@@ -240,6 +243,36 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
+# ----------------------------------------------------------------------------------------------
+# checks before a run starts: its settings, a resumed run's data, a distillation teacher
+
+def check_config(c):
+    """Every impossible setting of train.py's config `c`, found before any expensive work starts (run() is
+    called without argparse too: tune.py, tests, so the choices are checked here again)."""
+    def need(ok, msg):
+        if not ok:
+            raise ConfigError(msg)
+    for k in ("n_layer", "n_head", "d_model", "block_size", "batch_size", "evals_per_epoch", "num_titles", "log_every"):
+        need(isinstance(c[k], int) and c[k] >= 1, f"--{k} must be a positive whole number, got {c[k]!r}")
+    need(c["d_model"] % c["n_head"] == 0,
+         f"--d_model {c['d_model']} is not divisible by --n_head {c['n_head']}; pick sizes that divide")
+    need(c["vocab_size"] >= 257, f"--vocab_size {c['vocab_size']} is too small: 256 bytes and <eos> need 257")
+    need(0 < c["val_frac"] < 1, f"--val_frac must be between 0 and 1, got {c['val_frac']}")
+    need(0 <= c["dropout"] < 1, f"--dropout must be in [0, 1), got {c['dropout']}")
+    for k in ("lr", "epochs"):
+        need(c[k] > 0 and math.isfinite(c[k]), f"--{k} must be a positive number, got {c[k]}")
+    need(0 <= c["min_lr"] <= c["lr"], f"--min_lr {c['min_lr']} must be between 0 and --lr {c['lr']}")
+    need(c["weight_decay"] >= 0, f"--weight_decay must be >= 0, got {c['weight_decay']}")
+    need(0 <= c["warmup_ratio"] < 1, f"--warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
+    need(0 < c["decay_frac"] <= 1, f"--decay_frac must be in (0, 1], got {c['decay_frac']}")
+    need(0 <= c["distill"] <= 1, f"--distill must be in [0, 1], got {c['distill']}")
+    need(c["rho"] is None or c["rho"] > 0, f"--rho must be positive, got {c['rho']}")
+    need(c["test_titles"] >= 0 and c["max_steps"] >= 0 and c["grad_clip"] >= 0,
+         "--test_titles, --max_steps and --grad_clip must not be negative")
+    for k, choices in (("opt", optim.OPTIMIZERS), ("schedule", optim.SCHEDULES), ("device", speed.DEVICES)):
+        need(c[k] in choices, f"unknown --{k} {c[k]!r}; choose one of {', '.join(choices)}")
+
+
 def check_resume_data(ckpt, cfg, n_titles, data_sha256):
     """The data file of a resumed run begins with the titles its checkpoint was trained on."""
     if n_titles < cfg["num_titles"]:
@@ -249,7 +282,6 @@ def check_resume_data(ckpt, cfg, n_titles, data_sha256):
     if data_sha256 != ckpt["data_sha256"]:
         raise ConfigError(f"--data {cfg['data']} does not hold the titles checkpoint {cfg['resume']} was "
                           "trained on; pass the same file")
-
 
 
 def check_teacher(ckpt, cfg, data_sha256, tok_sha256):

@@ -184,6 +184,7 @@ def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls
 
 
 def peak_size(device):
+    """n of matmul_peak's n x n x n product: large enough to run at the device's full speed."""
     return 8192 if device == "cuda" else 1024
 
 
@@ -203,7 +204,8 @@ def matmul_peak(device, repeats=10):
     best = {}
     for dtype in (torch.float32, torch.bfloat16):
         try:
-            best[dtype] = min(time_matmuls([(n, n, n)], dtype, device) for _ in range(repeats + 1))
+            time_matmuls([(n, n, n)], dtype, device)  # warm-up: not kept
+            best[dtype] = min(time_matmuls([(n, n, n)], dtype, device) for _ in range(repeats))
         except RuntimeError:
             continue
     dtype = min(best, key=best.get)

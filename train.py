@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 import optim
 import speed
-from checkpoint import (RunFiles, catch_stop_signals, check_resume_data, check_teacher, check_writable, checkpoint_path,
-                        file_sha256, load_checkpoint, restore, rng_states, save_state, set_rng_state, versions)
+from checkpoint import (RunFiles, catch_stop_signals, check_config, check_resume_data, check_teacher, check_writable,
+                        checkpoint_path, file_sha256, load_checkpoint, restore, rng_states, save_state, set_rng_state, versions)
 from common import ConfigError, HelpFormatter, typed_flags
 from dataset import (get_tokenizer, read_titles, split_titles, stream_nats, text_chars, title_stream,
                      train_batches, titles_sha256)
@@ -186,32 +186,6 @@ def resolve_config(explicit, saved=None):
     return cfg
 
 
-def check_config(c):
-    """Every impossible setting, found before any expensive work starts."""
-    def need(ok, msg):
-        if not ok:
-            raise ConfigError(msg)
-    for k in ("n_layer", "n_head", "d_model", "block_size", "batch_size", "evals_per_epoch", "num_titles", "log_every"):
-        need(isinstance(c[k], int) and c[k] >= 1, f"--{k} must be a positive whole number, got {c[k]!r}")
-    need(c["d_model"] % c["n_head"] == 0,
-         f"--d_model {c['d_model']} is not divisible by --n_head {c['n_head']}; pick sizes that divide")
-    need(c["vocab_size"] >= 257, f"--vocab_size {c['vocab_size']} is too small: 256 bytes and <eos> need 257")
-    need(0 < c["val_frac"] < 1, f"--val_frac must be between 0 and 1, got {c['val_frac']}")
-    need(0 <= c["dropout"] < 1, f"--dropout must be in [0, 1), got {c['dropout']}")
-    for k in ("lr", "epochs"):
-        need(c[k] > 0 and math.isfinite(c[k]), f"--{k} must be a positive number, got {c[k]}")
-    need(0 <= c["min_lr"] <= c["lr"], f"--min_lr {c['min_lr']} must be between 0 and --lr {c['lr']}")
-    need(c["weight_decay"] >= 0, f"--weight_decay must be >= 0, got {c['weight_decay']}")
-    need(0 <= c["warmup_ratio"] < 1, f"--warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
-    need(0 < c["decay_frac"] <= 1, f"--decay_frac must be in (0, 1], got {c['decay_frac']}")
-    need(0 <= c["distill"] <= 1, f"--distill must be in [0, 1], got {c['distill']}")
-    need(c["rho"] is None or c["rho"] > 0, f"--rho must be positive, got {c['rho']}")
-    need(c["test_titles"] >= 0 and c["max_steps"] >= 0 and c["grad_clip"] >= 0,
-         "--test_titles, --max_steps and --grad_clip must not be negative")
-    for k, choices in (("opt", optim.OPTIMIZERS), ("schedule", optim.SCHEDULES), ("device", speed.DEVICES)):
-        need(c[k] in choices, f"unknown --{k} {c[k]!r}; choose one of {', '.join(choices)}")
-
-
 # ----------------------------------------------------------------------------------------------
 # The training step: one definition, for run() and for bench.py
 
@@ -225,7 +199,7 @@ def training_loss(model, x, y, p_teacher=None, distill=0.0):
     if p_teacher is None:
         return ce, ce
     soft_ce = -(p_teacher * F.log_softmax(logits.float(), dim=-1)).sum(-1)         # (B, T)
-    return ce, (1 - distill) * ce + distill * soft_ce[y != -1].mean()               # -1: padding, not scored
+    return ce, (1 - distill) * ce + distill * soft_ce[y != -1].mean()  # the positions ce scores (-1: none)
 
 
 def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distill=0.0):
@@ -265,10 +239,6 @@ def step_flops_per_token(model, opt_name, teacher=None):
     return passes * model.flops_per_token() + (teacher.flops_per_token() / 3 if teacher is not None else 0)
 
 
-def n_evals(cfg):  # evaluations after step 0, at least one (tune.py's pruner counts them too)
-    return max(1, round(cfg["epochs"] * cfg["evals_per_epoch"]))
-
-
 # ----------------------------------------------------------------------------------------------
 # The pieces of a run, in the order run() calls them, then run() itself
 
@@ -289,6 +259,10 @@ def load_data(cfg, rank, world, say, resume=None):
         tokens_per_char=(len(train_stream) - 1) / text_chars(train_titles),
         summary={"path": cfg["data"], "n_train": len(train_titles), "n_val": len(val_titles),
                  "n_test": len(test_titles), "train_tokens": len(train_stream), "val_tokens": len(val_stream)})
+
+
+def n_evals(cfg):  # evaluations after step 0, at least one (tune.py's pruner counts them too)
+    return max(1, round(cfg["epochs"] * cfg["evals_per_epoch"]))
 
 
 def plan_steps(cfg, train_tokens, start=0):
@@ -367,6 +341,8 @@ def run(callback=None, **config):
     chosen = speed.choose(device, amp, cfg["compile"], cfg["d_model"], cfg["vocab_size"], B // world * T)
     raw_model, opt, fast_modules = build_model(cfg, data.tok, device, chosen.amp)
     step, best, val, val_step = restore(resume, raw_model, opt) if resume else (0, math.inf, math.nan, None)
+    # three views of one set of weights: raw_model is saved and sampled, net (compiled where it pays) is
+    # evaluated, model (net, wrapped by DDP on N processes) is trained
     net, compiled = speed.compile_with_warm_up(raw_model, device, B // world, T, chosen.amp) if chosen.compile \
         else (raw_model, False)
     model = net
@@ -419,7 +395,7 @@ def run(callback=None, **config):
                               teacher=teacher, distill=cfg["distill"]).item()
             if not math.isfinite(loss):
                 raise Diverged(f"training loss became {loss} at step {step} (lr {lr:.3g}); lower --lr "
-                               "or turn on --grad_clip")
+                               "or --grad_clip")
             step += 1
             train_time += time.time() - t0
             tokens_per_s = (step - first_step) * B * T / train_time
@@ -449,9 +425,10 @@ def run(callback=None, **config):
         bar.close()
         restore_signal_handlers()
         # final_val_loss is the last step's; a run that stopped early has only its last evaluation
-        files.log("end", status=status, final_val_loss=val if status == "done" else None, last_val_loss=val,
-                  last_eval_step=val_step, best_val_loss=best, steps=step, total_steps=plan.total,
-                  tokens_per_s=tokens_per_s, time_s=time.time() - t_start)
+        end = dict(status=status, final_val_loss=val if status == "done" else None, last_val_loss=val,
+                   last_eval_step=val_step, best_val_loss=best, steps=step, total_steps=plan.total,
+                   tokens_per_s=tokens_per_s, time_s=time.time() - t_start)
+        files.log("end", **end)
         files.close()
 
     # ---- the end
@@ -459,10 +436,8 @@ def run(callback=None, **config):
         say("samples:")
         for title in sample_titles(raw_model, data.tok, cfg["sample"], device):
             say("  " + visible(title))
-    return dict(status=status, final_val_loss=val if status == "done" else None, last_val_loss=val, steps=step,
-                last_eval_step=val_step, best_val_loss=best, total_steps=plan.total, time_s=time.time() - t_start,
-                tokens_per_s=tokens_per_s, gflop_per_s=tokens_per_s * flops_per_token / 1e9,
-                mfu=tokens_per_s * flops_per_token / peak, peak_gflop_per_s=peak / 1e9, n_params=raw_model.num_params(), run_dir=files.folder,
+    return dict(end, gflop_per_s=tokens_per_s * flops_per_token / 1e9, mfu=tokens_per_s * flops_per_token / peak,
+                peak_gflop_per_s=peak / 1e9, n_params=raw_model.num_params(), run_dir=files.folder,
                 log=files.log_path, ckpt=files.ckpt, signal=stop_signal[0] if stop_signal else None,
                 main_process=main_process)
 
