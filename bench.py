@@ -80,15 +80,9 @@ def bench_step(args, device):
     # Each step is followed by one product of the peak's kind (speed.matmul_peak), so that every step's MFU
     # is taken against the matmul speed of the same moment: a CPU's speed drifts within seconds.
     n, peak_dtype = speed.peak_size(device), getattr(torch, chosen.peak_dtype)
-    def seconds(f):
-        t0 = time.perf_counter()
-        f()
-        speed.synchronize(device)
-        return time.perf_counter() - t0
-
-    warm_up, step_s, peak_s = seconds(step), [], []
+    warm_up, step_s, peak_s = speed.seconds(step, device), [], []
     for _ in range(args.steps):
-        step_s.append(seconds(step))
+        step_s.append(speed.seconds(step, device))
         peak_s.append(speed.time_matmuls([(n, n, n)], peak_dtype, device))
     median, best = sorted(step_s)[len(step_s) // 2], min(step_s)
     tokens = args.batch_size * config.block_size
@@ -101,8 +95,8 @@ def bench_step(args, device):
     quantile = lambda f: mfus[round(f * (len(mfus) - 1))]
     print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; the fastest matmul here: {chosen.peak / 1e9:,.0f} "
           f"GFLOP/s ({chosen.peak_dtype}, best of 10 at start-up; {2 * n**3 / max(peak_s) / 1e9:,.0f}-"
-          f"{2 * n**3 / min(peak_s) / 1e9:,.0f} between the steps); MFU {quantile(0.5):.0%} (median of each step against "
-          f"the product after it; quartiles {quantile(0.25):.0%}-{quantile(0.75):.0%})"
+          f"{2 * n**3 / min(peak_s) / 1e9:,.0f} between the steps); MFU {quantile(0.5):.0%} (median of each step "
+          f"against the product after it; quartiles {quantile(0.25):.0%}-{quantile(0.75):.0%})"
           + (f"; bf16 chosen by timing the model's matmuls (best fp32 {min(chosen.amp_times['fp32']) * 1e3:.1f} ms, "
              f"bf16 {min(chosen.amp_times['bf16'] or [float('nan')]) * 1e3:.1f} ms)" if chosen.amp_times else ""))
     return tokens / median
@@ -155,10 +149,7 @@ def bench_adamw(args, device):
                 opt.step()
         for _ in range(args.steps):  # alternate, so both see the same machine load
             for label, opt in opts.items():
-                t0 = time.perf_counter()
-                opt.step()
-                speed.synchronize(device)
-                times[label].append(time.perf_counter() - t0)
+                times[label].append(speed.seconds(opt.step, device))
         med = {label: sorted(t)[len(t) // 2] for label, t in times.items()}
         step, _, _ = speed.time_steps(train_step, args.steps, device)
         print(f"{name} ({model.num_params():,} params, {len(list(model.parameters()))} tensors), "

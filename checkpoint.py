@@ -301,6 +301,7 @@ def check_teacher(ckpt, cfg, data_sha256, tok_sha256):
         raise ConfigError(f"teacher {name} reads {ckpt['model_config']['block_size']} tokens, fewer than "
                           f"--block_size {cfg['block_size']}")
 
+
 # ----------------------------------------------------------------------------------------------
 # stopping politely
 

@@ -312,17 +312,16 @@ def compile_with_warm_up(model, device, batch_size, block_size, amp):
     return compiled, True
 
 
+def seconds(f, device):
+    """Wall-clock seconds of f(), the device's queued work included."""
+    t0 = time.perf_counter()
+    f()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
 def time_steps(step, steps, device):
     """Run step() once to warm up (compile, allocate), then `steps` times; (median s, best s, warm-up s)."""
-    t0 = time.perf_counter()
-    step()
-    synchronize(device)
-    warm_up = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
+    warm_up = seconds(step, device)
+    times = sorted(seconds(step, device) for _ in range(steps))
     return times[len(times) // 2], times[0], warm_up

@@ -32,7 +32,8 @@ from tqdm import tqdm
 import optim
 import speed
 from checkpoint import (RunFiles, catch_stop_signals, check_config, check_resume_data, check_teacher, check_writable,
-                        checkpoint_path, file_sha256, load_checkpoint, restore, rng_states, save_state, set_rng_state, versions)
+                        checkpoint_path, file_sha256, load_checkpoint, restore, rng_states, save_state, set_rng_state,
+                        versions)
 from common import ConfigError, HelpFormatter, typed_flags
 from dataset import (get_tokenizer, read_titles, split_titles, stream_nats, text_chars, title_stream,
                      train_batches, titles_sha256)
