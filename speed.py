@@ -161,23 +161,40 @@ def time_matmuls(shapes, dtype, device):
     return time.perf_counter() - t0
 
 
+@functools.cache  # once per process and timer
+def bf16_emulated(device, timer):
+    """A first look before timing bf16 in earnest: one 256 x 256 x 256 product in each dtype, the best of 3
+    (under a millisecond in fp32). A CPU without bf16 units (AVX2 only) emulates bf16 at ~1 GFLOP/s, 100x
+    behind its fp32: there, timing the model's shapes and the peak's product in bf16 took 30 s of every
+    start-up (AMD EPYC Zen 3, NOTES.md). Returns (emulated, the two times): emulated when bf16 is over 10x
+    behind fp32 on this product, or has no matmul at all (bf16 time None)."""
+    times = {"fp32": None, "bf16": None}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        try:
+            times[name] = [round(min(timer([(256, 256, 256)], dtype, device) for _ in range(3)), 6)]
+        except RuntimeError:  # a device without bf16 matmuls
+            return True, times
+    return times["bf16"][0] > 10 * times["fp32"][0], times
+
+
 @functools.cache  # once per process and shape: tune.py's trials and the tests call train.run() many times
 def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls):
     """Whether bf16 autocast pays on this machine for this model: the model's own matrix products timed in
     fp32 and in bf16, interleaved (fp32, bf16, fp32, bf16, ...) so both see the same load; a fraction of a
-    second. Returns (amp, {"fp32": [s, ...], "bf16": [s, ...]}) for the log.
+    second. Returns (amp, {"fp32": [s, ...], "bf16": [s, ...]}) for the log: the first look's times where
+    it found bf16 emulated.
 
     A flag list is a hint, not a measurement: a CPU that lists avx512_bf16 without AMX multiplied the 2.56M
     model's shapes slower in bf16 than in fp32 (NOTES.md), and a CPU without bf16 units emulates it."""
+    emulated, first_look = bf16_emulated(device, timer)
+    if emulated:
+        return False, first_look
     shapes = model_matmuls(d_model, vocab_size, min(rows, 1024))
     times = {"fp32": [], "bf16": []}
     for _ in range(repeats + 1):  # the first round warms up (allocations, kernels): not kept
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            try:
-                times[name].append(timer(shapes, dtype, device))
-            except RuntimeError:  # a device without bf16 matmuls
-                return False, {"fp32": times["fp32"], "bf16": None}
-        if times["bf16"][-1] > 2 * times["fp32"][-1]:  # bf16 far behind (emulated): no need to go on
+            times[name].append(timer(shapes, dtype, device))
+        if times["bf16"][-1] > 2 * times["fp32"][-1]:  # bf16 far behind: no need to go on
             break
     kept = {k: [round(s, 5) for s in v[1:] or v] for k, v in times.items()}
     return min(kept["bf16"]) < min(kept["fp32"]), kept  # bf16 when its best beat fp32's best
@@ -191,7 +208,7 @@ def peak_size(device):
 @functools.cache
 def matmul_peak(device, repeats=10):
     """(FLOP/s, dtype) of the machine's fastest matrix product: n x n x n in fp32 (TF32 on CUDA, as
-    set_up_process allows) and in bf16, whichever is faster.
+    set_up_process allows) and in bf16 (unless the first look found it emulated), whichever is faster.
 
     Model FLOPs utilisation (MFU) is a step's useful FLOP/s over this number, whatever precision the step
     ran in: a step in bf16 on a CPU whose bf16 is slower than its fp32 is measured against the fp32 peak.
@@ -202,12 +219,10 @@ def matmul_peak(device, repeats=10):
     slow draw would make the peak low and the MFU look better than it is."""
     n = peak_size(device)
     best = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        try:
-            time_matmuls([(n, n, n)], dtype, device)  # warm-up: not kept
-            best[dtype] = min(time_matmuls([(n, n, n)], dtype, device) for _ in range(repeats))
-        except RuntimeError:
-            continue
+    emulated = bf16_emulated(device, time_matmuls)[0]
+    for dtype in (torch.float32,) if emulated else (torch.float32, torch.bfloat16):
+        time_matmuls([(n, n, n)], dtype, device)  # warm-up: not kept
+        best[dtype] = min(time_matmuls([(n, n, n)], dtype, device) for _ in range(repeats))
     dtype = min(best, key=best.get)
     return 2 * n**3 / best[dtype], str(dtype).replace("torch.", "")
 

@@ -1564,7 +1564,13 @@ def test_amp_is_the_faster_of_the_two_measured_and_the_flags_override_it(titles_
         (True, {"fp32": [0.2] * 3, "bf16": [0.1] * 3})
     assert speed.measure_amp("cpu", 8, 50, 64, timer=timer({fp32: 0.1, bf16: 0.15}))[0] is False
     assert speed.measure_amp("cpu", 8, 50, 64, timer=timer({fp32: 0.1, bf16: 0.5})) == \
-        (False, {"fp32": [0.1], "bf16": [0.5]})  # bf16 5x slower (emulated): one round is enough
+        (False, {"fp32": [0.1], "bf16": [0.5]})  # bf16 5x slower: one round is enough
+    shapes_seen = []
+    def emulated(shapes, dtype, device):  # bf16 20x slower: the first look (256^3) is all that is timed
+        shapes_seen.append(shapes)
+        return {fp32: 0.1, bf16: 2.0}[dtype]
+    assert speed.measure_amp("cpu", 8, 50, 64, timer=emulated) == (False, {"fp32": [0.1], "bf16": [2.0]})
+    assert shapes_seen == [[(256, 256, 256)]] * 6
     # a run logs the choice and the times it saw; --amp / --no-amp override the measurement
     monkeypatch.setattr(speed, "measure_amp", lambda *args: (True, {"fp32": [0.2], "bf16": [0.1]}))
     for name, amp, expected, times in (("measured", None, True, {"fp32": [0.2], "bf16": [0.1]}),
@@ -1580,6 +1586,14 @@ def test_mfu_is_measured_against_the_fastest_matmul(monkeypatch):
     peak, dtype = speed.matmul_peak("cpu", repeats=1)
     speed.matmul_peak.cache_clear()
     assert (peak, dtype) == (2 * 1024**3 / 1.0, "float32")
+    timed = []  # where bf16 is emulated (the first look: 20x behind), its peak is not timed at all
+    def emulated(shapes, dtype, device):
+        timed.append((shapes[0][0], dtype))
+        return 20.0 if dtype == torch.bfloat16 else 1.0
+    monkeypatch.setattr(speed, "time_matmuls", emulated)
+    assert speed.matmul_peak("cpu", repeats=1) == (2 * 1024**3 / 1.0, "float32")
+    speed.matmul_peak.cache_clear()
+    assert (1024, torch.bfloat16) not in timed and (256, torch.bfloat16) in timed
 
 
 def test_compile_warm_up_leaves_every_generator_where_it_was(monkeypatch):
