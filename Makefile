@@ -99,15 +99,15 @@ FAST  ?= --preset nanorun --epochs 1.35 --lr 8e-3 --warmup_ratio 0.01 --decay_fr
 
 speedrun: install  ## nanorun to the study's 1.3206 in about 3 minutes on a 2-core CPU, SEEDS seeds one at a time
 	@$(MAKE) --no-print-directory ablate ROWS='speedrun=$(FAST)' JOBS=1
-# ---- distillation: a 12.2M teacher (nanorun12m with window offsets), trained once, then nanorun's 2.56M model
+# ---- distillation: a 12.2M teacher (nanorun12m), trained once, then nanorun's 2.56M model
 # learns from the teacher's next-token distributions as well as from the titles (train.py --teacher; NOTES.md)
-# STUDENT: the student's flags; STUDENT='--preset nanorun12m --window_offsets' distils the 12.2M model from a
+# STUDENT: the student's flags; STUDENT='--preset nanorun12m' distils the 12.2M model from a
 # teacher of its own size (NOTES.md)
 TEACHER ?= runs/teacher12m
 STUDENT ?= --preset nanorun
 
 distill: install   ## train the 12.2M teacher once (TEACHER=runs/teacher12m), then nanorun (STUDENT=flags) from it, SEEDS seeds
 	@[ -f "$(DATA)" ] || [ "$(DATA)" != data/hn_titles.txt ] || $(MAKE) data
-	@[ -f $(TEACHER)/ckpt.pt ] || $(PY) train.py --preset nanorun12m --window_offsets --data $(DATA) --sample 0 \
+	@[ -f $(TEACHER)/ckpt.pt ] || $(PY) train.py --preset nanorun12m --data $(DATA) --sample 0 \
 		$(ARGS) --out_dir $(dir $(TEACHER)) --name $(notdir $(TEACHER))
 	@$(MAKE) --no-print-directory ablate ROWS='distill=$(STUDENT) --teacher $(TEACHER)'

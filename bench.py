@@ -97,8 +97,10 @@ def bench_step(args, device):
           f"GFLOP/s ({chosen.peak_dtype}, best of 10 at start-up; {2 * n**3 / max(peak_s) / 1e9:,.0f}-"
           f"{2 * n**3 / min(peak_s) / 1e9:,.0f} between the steps); MFU {quantile(0.5):.0%} (median of each step "
           f"against the product after it; quartiles {quantile(0.25):.0%}-{quantile(0.75):.0%})"
-          + (f"; bf16 chosen by timing the model's matmuls (best fp32 {min(chosen.amp_times['fp32']) * 1e3:.1f} ms, "
-             f"bf16 {min(chosen.amp_times['bf16'] or [float('nan')]) * 1e3:.1f} ms)" if chosen.amp_times else ""))
+          + (f"; {'bf16' if amp else 'fp32'} chosen by timing matmuls (best fp32 "
+             f"{min(chosen.amp_times['fp32']) * 1e3:.1f} ms, bf16 {min(chosen.amp_times['bf16'] or [math.nan]) * 1e3:.1f}"
+             f" ms; products: {chosen.amp_times['of']})"
+             if chosen.amp_times else ""))
     return tokens / median
 
 

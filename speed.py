@@ -168,7 +168,7 @@ def bf16_emulated(device, timer):
     behind its fp32: there, timing the model's shapes and the peak's product in bf16 took 30 s of every
     start-up (AMD EPYC Zen 3, NOTES.md). Returns (emulated, the two times): emulated when bf16 is over 10x
     behind fp32 on this product, or has no matmul at all (bf16 time None)."""
-    times = {"fp32": None, "bf16": None}
+    times = {"fp32": None, "bf16": None, "of": "256^3"}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         try:
             times[name] = [round(min(timer([(256, 256, 256)], dtype, device) for _ in range(3)), 6)]
@@ -181,8 +181,8 @@ def bf16_emulated(device, timer):
 def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls):
     """Whether bf16 autocast pays on this machine for this model: the model's own matrix products timed in
     fp32 and in bf16, interleaved (fp32, bf16, fp32, bf16, ...) so both see the same load; a fraction of a
-    second. Returns (amp, {"fp32": [s, ...], "bf16": [s, ...]}) for the log: the first look's times where
-    it found bf16 emulated.
+    second. Returns (amp, {"fp32": [s, ...], "bf16": [s, ...], "of": "the model's"}) for the log, or the
+    first look's times where it found bf16 emulated ("of": "256^3").
 
     A flag list is a hint, not a measurement: a CPU that lists avx512_bf16 without AMX multiplied the 2.56M
     model's shapes slower in bf16 than in fp32 (NOTES.md), and a CPU without bf16 units emulates it."""
@@ -197,7 +197,7 @@ def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls
         if times["bf16"][-1] > 2 * times["fp32"][-1]:  # bf16 far behind: no need to go on
             break
     kept = {k: [round(s, 5) for s in v[1:] or v] for k, v in times.items()}
-    return min(kept["bf16"]) < min(kept["fp32"]), kept  # bf16 when its best beat fp32's best
+    return min(kept["bf16"]) < min(kept["fp32"]), dict(kept, of="the model's")  # bf16 when its best beat fp32's
 
 
 def peak_size(device):
@@ -305,9 +305,10 @@ def can_compile(device):
     return device == "cuda" or (device == "cpu" and any(map(shutil.which, ("c++", "g++", "clang++"))))
 
 
-def compile_with_warm_up(model, device, batch_size, block_size, amp):
-    """torch.compile(model) and one forward+backward to build the graphs; eager (with a warning) if that fails.
-    Returns (the model to call, whether it is compiled)."""
+def compile_with_warm_up(model, device, batch_size, block_size, amp, frozen=False):
+    """torch.compile(model) and one forward+backward to build the graphs (frozen: a forward on inputs alone,
+    without gradients, as distillation's teacher runs); eager (with a warning) if that fails. Returns (the
+    model to call, whether it is compiled)."""
     compiled = torch.compile(model)
     # two distinct tensors, as in training: the compiled graph is specialised on whether idx is targets,
     # so warming up with compiled(x, x) would build a graph that training never uses
@@ -316,9 +317,10 @@ def compile_with_warm_up(model, device, batch_size, block_size, amp):
     gpus = [] if device == "cpu" else [torch.cuda.current_device() if device == "cuda" else 0]
     try:  # the warm-up must not move any generator that draws dropout masks: the CPU's and the device's
         with torch.random.fork_rng(devices=gpus, device_type=None if device == "cpu" else device):
-            with autocast(device, amp):
-                _, loss = compiled(x, y)
-            loss.backward()
+            with autocast(device, amp), torch.set_grad_enabled(not frozen):
+                _, loss = compiled(x) if frozen else compiled(x, y)
+            if not frozen:
+                loss.backward()
     except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
         warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running eagerly")
         return model, False

@@ -1561,15 +1561,15 @@ def test_amp_is_the_faster_of_the_two_measured_and_the_flags_override_it(titles_
         return lambda shapes, dtype, device: seconds[dtype]
     fp32, bf16 = torch.float32, torch.bfloat16
     assert speed.measure_amp("cpu", 8, 50, 64, timer=timer({fp32: 0.2, bf16: 0.1})) == \
-        (True, {"fp32": [0.2] * 3, "bf16": [0.1] * 3})
+        (True, {"fp32": [0.2] * 3, "bf16": [0.1] * 3, "of": "the model's"})
     assert speed.measure_amp("cpu", 8, 50, 64, timer=timer({fp32: 0.1, bf16: 0.15}))[0] is False
     assert speed.measure_amp("cpu", 8, 50, 64, timer=timer({fp32: 0.1, bf16: 0.5})) == \
-        (False, {"fp32": [0.1], "bf16": [0.5]})  # bf16 5x slower: one round is enough
+        (False, {"fp32": [0.1], "bf16": [0.5], "of": "the model's"})  # bf16 5x slower: one round is enough
     shapes_seen = []
     def emulated(shapes, dtype, device):  # bf16 20x slower: the first look (256^3) is all that is timed
         shapes_seen.append(shapes)
         return {fp32: 0.1, bf16: 2.0}[dtype]
-    assert speed.measure_amp("cpu", 8, 50, 64, timer=emulated) == (False, {"fp32": [0.1], "bf16": [2.0]})
+    assert speed.measure_amp("cpu", 8, 50, 64, timer=emulated) == (False, {"fp32": [0.1], "bf16": [2.0], "of": "256^3"})
     assert shapes_seen == [[(256, 256, 256)]] * 6
     # a run logs the choice and the times it saw; --amp / --no-amp override the measurement
     monkeypatch.setattr(speed, "measure_amp", lambda *args: (True, {"fp32": [0.2], "bf16": [0.1]}))
