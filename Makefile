@@ -97,7 +97,7 @@ ablate: install    ## the ablation rows x SEEDS seeds, JOBS at once, then runs/a
 # Window offsets off, as in the runs of records/speedrun/ (they came before nanorun took them up).
 FAST  ?= --preset nanorun --epochs 1.35 --lr 8e-3 --warmup_ratio 0.01 --decay_frac 0.4 --evals_per_epoch 1 --no-window_offsets
 
-speedrun: install  ## nanorun to the study's 1.3206 in about 3 minutes on a 2-core CPU, SEEDS seeds one at a time
+speedrun: install  ## nanorun to the study's 1.3206 in 2-7 minutes on a 2-core CPU, SEEDS seeds one at a time
 	@$(MAKE) --no-print-directory ablate ROWS='speedrun=$(FAST)' JOBS=1
 # ---- distillation: a 12.2M teacher (nanorun12m), trained once, then nanorun's 2.56M model
 # learns from the teacher's next-token distributions as well as from the titles (train.py --teacher; NOTES.md)
