@@ -41,7 +41,8 @@ from evaluate import load_model
 from gpt import GPT, GPTConfig, sample_titles, visible
 
 # ----------------------------------------------------------------------------------------------
-# The study, one preset per step (its Table 1). Flags given on the command line override a preset.
+# The study, one preset per step (its Table 1). Flags given on the command line (the end of this file)
+# override a preset.
 
 _BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000, weight_decay=0.0,
             schedule="constant", warmup_ratio=0.0, min_lr=0.0, wd_all=True)
@@ -78,113 +79,9 @@ PRESETS = {
                        flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051)),
 }
 
-# On --resume these may differ from the checkpoint's config; everything else must match.
-RESUME_MAY_CHANGE = {"resume", "device", "compile", "progress", "sample", "log_every", "max_steps",
-                     "data", "out_dir", "name", "preset"}
-
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter,
-                                epilog="The defaults are the study's step-6 recipe (`--preset step6`): 4 layers, "
-                                       "3 heads, width 192, ASAM with rho 0.05, 7 epochs of 90,000 titles.")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="a step of the study, or nanorun's recipe; flags typed after it override it (default: none)")
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default="data/hn_titles.txt", help="text file, one title per line (UTF-8)")
-    g.add_argument("--num_titles", type=int, default=100_000, help="first N titles: train + validation")
-    g.add_argument("--val_frac", type=float, default=0.1, help="last fraction of those N is validation")
-    g.add_argument("--test_titles", type=int, default=20_000, help="the next titles: held-out test set")
-    g.add_argument("--vocab_size", type=int, default=4000, help="BPE vocabulary, bytes and specials included")
-    g = p.add_argument_group("model")
-    g.add_argument("--n_layer", type=int, default=4, help="transformer blocks")
-    g.add_argument("--n_head", type=int, default=3, help="attention heads per block")
-    g.add_argument("--d_model", type=int, default=192, help="embedding width")
-    g.add_argument("--block_size", type=int, default=64, help="context length in tokens")
-    g.add_argument("--dropout", type=float, default=0.0603, help="dropout probability")
-    g.add_argument("--rope", default=False, action=argparse.BooleanOptionalAction,
-                   help="rotary position embeddings (Su et al. 2021) instead of a learned position table")
-    g.add_argument("--within_title", default=False, action=argparse.BooleanOptionalAction,
-                   help="attend only within a title, not across <eos> into the previous one; positions "
-                        "restart at each title")
-    g = p.add_argument_group("optimization")
-    g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
-    g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
-    g.add_argument("--weight_decay", type=float, default=0.01, help="decoupled weight decay")
-    g.add_argument("--wd_all", default=False, action=argparse.BooleanOptionalAction,
-                   help="decay biases, norms and embeddings too (study steps 0-4)")
-    g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (Muon has its own)")
-    g.add_argument("--rho", type=float, default=0.05, help="SAM/ASAM radius (Kwon et al. use 0.5 for ASAM)")
-    g.add_argument("--grad_clip", type=float, default=1.0, help="clip the gradient norm; 0 turns it off")
-    g.add_argument("--schedule", default="cosine", choices=optim.SCHEDULES,
-                   help="learning-rate schedule after warm-up")
-    g.add_argument("--decay_frac", type=float, default=0.2, help="with --schedule wsd: the last fraction of "
-                   "the steps, over which the lr falls to --min_lr (Hagele et al. 2024: ~0.2 matches cosine)")
-    g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
-    g.add_argument("--min_lr", type=float, default=1e-5, help="floor the schedule decays to")
-    g.add_argument("--batch_size", type=int, default=64, help="sequences per step")
-    g.add_argument("--window_offsets", default=False, action=argparse.BooleanOptionalAction,
-                   help="each epoch after the first, the training windows start a random 0..block_size-1 tokens later "
-                   "(on in the nanorun presets)")
-    g.add_argument("--teacher", default=None, help="a trained run (folder or checkpoint) to distill from: its "
-                   "next-token distributions become a second target; it must have trained on this run's titles")
-    g.add_argument("--distill", type=float, default=0.5, help="with --teacher: the weight of the teacher's "
-                   "target in the loss (0..1; the rest is the true next token's)")
-    g.add_argument("--epochs", type=float, default=7, help="passes over the training tokens (1.5: one and a half)")
-    g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
-                   "schedule still spans every epoch, and --resume goes on to the end unless given again")
-    g = p.add_argument_group("run")
-    g.add_argument("--evals_per_epoch", type=int, default=3, help="validations per epoch (plus step 0)")
-    g.add_argument("--log_every", type=int, default=20, help="log the training loss every N steps")
-    g.add_argument("--seed", type=int, default=1337, help="seed for init, data order and dropout")
-    g.add_argument("--device", default="auto", choices=speed.DEVICES, help="auto: CUDA, then MPS, then CPU")
-    g.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
-                   help="torch.compile the model (default: on CUDA, and on CPU with a C++ compiler)")
-    g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
-                   help="bf16 autocast (default: bf16 where a start-up timing of the model's matrix products finds it "
-                        "faster than fp32; the log's amp_times_s holds the times)")
-    g.add_argument("--out_dir", default="runs", help="folder that holds one folder per run")
-    g.add_argument("--name", default=None, help="run name (default: from preset/optimizer, shape, time)")
-    g.add_argument("--resume", default=None, help="checkpoint (or run folder) to continue from (default: none)")
-    g.add_argument("--sample", type=int, default=5, help="titles to generate at the end")
-    g.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction, help="progress bars")
-    return p
-
-
-def defaults():
-    return vars(build_parser().parse_args([]))
-
-
-def resolve_config(explicit, saved=None):
-    """Defaults, then the preset, then the keys given; a resumed run starts from its checkpoint's config
-    (`saved`), and only the keys in RESUME_MAY_CHANGE may differ from it. A resume runs to the end of the
-    run unless --max_steps is given again."""
-    known = defaults()
-    unknown = sorted(set(explicit) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {unknown}; see `python train.py --help`")
-    cfg = dict(known)
-    preset = explicit.get("preset")
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        cfg.update(PRESETS[preset]["flags"])
-    cfg.update(explicit)
-    if saved is not None:
-        clash = {k: (saved.get(k), v) for k, v in explicit.items()
-                 if k not in RESUME_MAY_CHANGE and saved.get(k) != v}
-        if clash:
-            k, (was, now) = next(iter(clash.items()))
-            raise ConfigError(f"checkpoint {cfg['resume']} was trained with {k}={was!r}, not {now!r}; "
-                              f"drop --{k} to resume it, or start a new run")
-        # settings newer than the checkpoint take their defaults, which are what older versions did
-        cfg = {**known, **saved, "max_steps": 0}
-        cfg.update({k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
-    check_config(cfg)
-    return cfg
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,6 +336,115 @@ def run(callback=None, **config):
                 peak_gflop_per_s=peak / 1e9, n_params=raw_model.num_params(), run_dir=files.folder,
                 log=files.log_path, ckpt=files.ckpt, signal=stop_signal[0] if stop_signal else None,
                 main_process=main_process)
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line: train.py's flags, and a run's config from the defaults, a preset, the flags given
+# and (on --resume) its checkpoint
+
+# On --resume these may differ from the checkpoint's config; everything else must match.
+RESUME_MAY_CHANGE = {"resume", "device", "compile", "progress", "sample", "log_every", "max_steps",
+                     "data", "out_dir", "name", "preset"}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter,
+                                epilog="The defaults are the study's step-6 recipe (`--preset step6`): 4 layers, "
+                                       "3 heads, width 192, ASAM with rho 0.05, 7 epochs of 90,000 titles.")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="a step of the study, or nanorun's recipe; flags typed after it override it (default: none)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="data/hn_titles.txt", help="text file, one title per line (UTF-8)")
+    g.add_argument("--num_titles", type=int, default=100_000, help="first N titles: train + validation")
+    g.add_argument("--val_frac", type=float, default=0.1, help="last fraction of those N is validation")
+    g.add_argument("--test_titles", type=int, default=20_000, help="the next titles: held-out test set")
+    g.add_argument("--vocab_size", type=int, default=4000, help="BPE vocabulary, bytes and specials included")
+    g = p.add_argument_group("model")
+    g.add_argument("--n_layer", type=int, default=4, help="transformer blocks")
+    g.add_argument("--n_head", type=int, default=3, help="attention heads per block")
+    g.add_argument("--d_model", type=int, default=192, help="embedding width")
+    g.add_argument("--block_size", type=int, default=64, help="context length in tokens")
+    g.add_argument("--dropout", type=float, default=0.0603, help="dropout probability")
+    g.add_argument("--rope", default=False, action=argparse.BooleanOptionalAction,
+                   help="rotary position embeddings (Su et al. 2021) instead of a learned position table")
+    g.add_argument("--within_title", default=False, action=argparse.BooleanOptionalAction,
+                   help="attend only within a title, not across <eos> into the previous one; positions "
+                        "restart at each title")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
+    g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
+    g.add_argument("--weight_decay", type=float, default=0.01, help="decoupled weight decay")
+    g.add_argument("--wd_all", default=False, action=argparse.BooleanOptionalAction,
+                   help="decay biases, norms and embeddings too (study steps 0-4)")
+    g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (Muon has its own)")
+    g.add_argument("--rho", type=float, default=0.05, help="SAM/ASAM radius (Kwon et al. use 0.5 for ASAM)")
+    g.add_argument("--grad_clip", type=float, default=1.0, help="clip the gradient norm; 0 turns it off")
+    g.add_argument("--schedule", default="cosine", choices=optim.SCHEDULES,
+                   help="learning-rate schedule after warm-up")
+    g.add_argument("--decay_frac", type=float, default=0.2, help="with --schedule wsd: the last fraction of "
+                   "the steps, over which the lr falls to --min_lr (Hagele et al. 2024: ~0.2 matches cosine)")
+    g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
+    g.add_argument("--min_lr", type=float, default=1e-5, help="floor the schedule decays to")
+    g.add_argument("--batch_size", type=int, default=64, help="sequences per step")
+    g.add_argument("--window_offsets", default=False, action=argparse.BooleanOptionalAction,
+                   help="each epoch after the first, the training windows start a random 0..block_size-1 tokens later "
+                   "(on in the nanorun presets)")
+    g.add_argument("--teacher", default=None, help="a trained run (folder or checkpoint) to distill from: its "
+                   "next-token distributions become a second target; it must have trained on this run's titles")
+    g.add_argument("--distill", type=float, default=0.5, help="with --teacher: the weight of the teacher's "
+                   "target in the loss (0..1; the rest is the true next token's)")
+    g.add_argument("--epochs", type=float, default=7, help="passes over the training tokens (1.5: one and a half)")
+    g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
+                   "schedule still spans every epoch, and --resume goes on to the end unless given again")
+    g = p.add_argument_group("run")
+    g.add_argument("--evals_per_epoch", type=int, default=3, help="validations per epoch (plus step 0)")
+    g.add_argument("--log_every", type=int, default=20, help="log the training loss every N steps")
+    g.add_argument("--seed", type=int, default=1337, help="seed for init, data order and dropout")
+    g.add_argument("--device", default="auto", choices=speed.DEVICES, help="auto: CUDA, then MPS, then CPU")
+    g.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
+                   help="torch.compile the model (default: on CUDA, and on CPU with a C++ compiler)")
+    g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
+                   help="bf16 autocast (default: bf16 where a start-up timing of the model's matrix products finds it "
+                        "faster than fp32; the log's amp_times_s holds the times)")
+    g.add_argument("--out_dir", default="runs", help="folder that holds one folder per run")
+    g.add_argument("--name", default=None, help="run name (default: from preset/optimizer, shape, time)")
+    g.add_argument("--resume", default=None, help="checkpoint (or run folder) to continue from (default: none)")
+    g.add_argument("--sample", type=int, default=5, help="titles to generate at the end")
+    g.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction, help="progress bars")
+    return p
+
+
+def defaults():
+    return vars(build_parser().parse_args([]))
+
+
+def resolve_config(explicit, saved=None):
+    """Defaults, then the preset, then the keys given; a resumed run starts from its checkpoint's config
+    (`saved`), and only the keys in RESUME_MAY_CHANGE may differ from it. A resume runs to the end of the
+    run unless --max_steps is given again."""
+    known = defaults()
+    unknown = sorted(set(explicit) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}; see `python train.py --help`")
+    cfg = dict(known)
+    preset = explicit.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        cfg.update(PRESETS[preset]["flags"])
+    cfg.update(explicit)
+    if saved is not None:
+        clash = {k: (saved.get(k), v) for k, v in explicit.items()
+                 if k not in RESUME_MAY_CHANGE and saved.get(k) != v}
+        if clash:
+            k, (was, now) = next(iter(clash.items()))
+            raise ConfigError(f"checkpoint {cfg['resume']} was trained with {k}={was!r}, not {now!r}; "
+                              f"drop --{k} to resume it, or start a new run")
+        # settings newer than the checkpoint take their defaults, which are what older versions did
+        cfg = {**known, **saved, "max_steps": 0}
+        cfg.update({k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
+    check_config(cfg)
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------------
