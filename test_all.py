@@ -1571,6 +1571,11 @@ def test_amp_is_the_faster_of_the_two_measured_and_the_flags_override_it(titles_
         return {fp32: 0.1, bf16: 2.0}[dtype]
     assert speed.measure_amp("cpu", 8, 50, 64, timer=emulated) == (False, {"fp32": [0.1], "bf16": [2.0], "of": "256^3"})
     assert shapes_seen == [[(256, 256, 256)]] * 6
+    def no_bf16(shapes, dtype, device):  # a device whose bf16 matmul raises (an older MPS): fp32, said so
+        if dtype == bf16:
+            raise RuntimeError("bf16 matmul not supported")
+        return 0.1
+    assert speed.measure_amp("cpu", 8, 50, 64, timer=no_bf16) == (False, {"fp32": [0.1], "bf16": None, "of": "256^3"})
     # a run logs the choice and the times it saw; --amp / --no-amp override the measurement
     monkeypatch.setattr(speed, "measure_amp", lambda *args: (True, {"fp32": [0.2], "bf16": [0.1]}))
     for name, amp, expected, times in (("measured", None, True, {"fp32": [0.2], "bf16": [0.1]}),
