@@ -284,19 +284,6 @@ def time_other(args, device):
     return args.batch_size * shape.block_size / median
 
 
-def cpu_kind():
-    """The CPU's name, family and model, and whether it lists bf16 matrix instructions (Linux), for the record."""
-    try:
-        info = dict(line.split(":", 1) for line in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines()
-                    if ":" in line)
-    except OSError:
-        return checkpoint.cpu_model()
-    info = {k.strip(): v.strip() for k, v in info.items()}
-    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in info.get("flags", "").split()]
-    return (f"{info.get('model name')} (family {info.get('cpu family')}, model {info.get('model')}), "
-            f"{', '.join(flags) or 'no bf16 instructions listed'}")
-
-
 def bench_versus(args, device):
     """Each candidate in a process of its own, in turn, --rounds times (A, B, C, A, B, C, ...), so that all
     see the same drift of the machine; then tokens/s per round and each one's ratio to the original's step
@@ -311,7 +298,10 @@ def bench_versus(args, device):
     if not (args.original and args.nanogpt):
         raise SystemExit("error: bench.py versus needs --original PATH (the study's train.py) and --nanogpt PATH "
                          "(nanoGPT's model.py)")
-    print(f"CPU: {cpu_kind()}; the original: {args.original}; nanoGPT: {args.nanogpt}")
+    kind = checkpoint.cpu_kind()
+    print(f"CPU: {checkpoint.cpu_model()} (family {kind.get('family')}, model {kind.get('model')}), "
+          f"{', '.join(kind.get('bf16', [])) or 'no bf16 instructions listed'}; the original: {args.original}; "
+          f"nanoGPT: {args.nanogpt}")
     rows = {name: [] for name in VERSUS}
     for _ in range(args.rounds):
         for name in VERSUS:

@@ -154,19 +154,26 @@ def versions():
             return None
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": v("numpy"),
             "optuna": v("optuna"), "platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_model(),
+            "cpu_kind": cpu_kind(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def cpu_model():
     """The CPU's name, e.g. "AMD EPYC" or "Intel(R) Xeon(R) Platinum 8480C" (Linux), else what platform knows."""
+    return cpu_kind().get("name") or platform.processor() or platform.machine() or None
+
+
+def cpu_kind():
+    """The CPU's name, family and model and the bf16 matrix instructions it lists, from Linux's /proc/cpuinfo
+    ({} elsewhere): CPUs that share a name ("AMD EPYC") differ in kind, and in speed (NOTES.md)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            first_cpu = f.read().split("\n\n")[0]
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or None
+        return {}
+    info = dict((k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in first_cpu.splitlines() if ":" in line))
+    return {"name": info.get("model name"), "family": info.get("cpu family"), "model": info.get("model"),
+            "bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in info.get("flags", "").split()]}
 
 
 def file_sha256(path):
