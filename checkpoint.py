@@ -171,7 +171,8 @@ def cpu_kind():
             first_cpu = f.read().split("\n\n")[0]
     except OSError:
         return {}
-    info = dict((k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in first_cpu.splitlines() if ":" in line))
+    pairs = (line.split(":", 1) for line in first_cpu.splitlines() if ":" in line)
+    info = {k.strip(): v.strip() for k, v in pairs}
     return {"name": info.get("model name"), "family": info.get("cpu family"), "model": info.get("model"),
             "bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in info.get("flags", "").split()]}
 

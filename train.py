@@ -1,11 +1,13 @@
 """
-train.py: train a GPT-2 style model on a file of titles, one per line. The recipe, top to bottom.
+train.py: train a GPT-2 style model on a file of titles, one per line. The recipe, top to bottom: the
+presets, the training step, run() (data, model, the loop, the end), then the command line.
 
 Reads the titles (dataset.py), trains a byte-level BPE on the training split (bpe.py), builds the
-model (gpt.py) and an optimizer (optim.py), then runs one visible training loop: batch, step, log,
-evaluate, save. The metric is the study's: summed cross-entropy of every validation token, in nats,
-per character of validation text. Every run gets its own folder under runs/ (checkpoint.py); what
-depends on the machine (device, processes, bf16, compile) lives in speed.py.
+model (gpt.py) and an optimizer (optim.py), then runs one visible training loop: batch, lr, step,
+log, evaluate, save. The study (README) is a training-optimisation study on 100,000 Hacker News titles; its
+steps 0-6 are the presets step0..step6 below. The metric is the study's: summed cross-entropy of every
+validation token, in nats, per character of validation text. Every run gets its own folder under runs/
+(checkpoint.py); what depends on the machine (device, processes, bf16, compile) lives in speed.py.
 
     python train.py --preset step6 --epochs 1 --num_titles 20000   # a first run, minutes on a laptop
     python train.py --opt asam --d_model 384                       # any flag overrides the defaults
@@ -13,7 +15,8 @@ depends on the machine (device, processes, bf16, compile) lives in speed.py.
     python train.py --preset nanorun --teacher runs/BIG            # distill a finished larger run into it
     torchrun --nproc_per_node 4 train.py --preset step5            # one model, 4 processes (DDP)
 
-`run(**config)` is the one entry point (tune.py imports it); `main()` only parses flags.
+`run(**config)` trains one model (tune.py calls it); bench.py times `train_step`; `main()` parses the flags,
+turns errors into one-line messages and exit codes, and prints the result.
 """
 import argparse
 import math
@@ -41,15 +44,19 @@ from evaluate import load_model
 from gpt import GPT, GPTConfig, sample_titles, visible
 
 # ----------------------------------------------------------------------------------------------
-# The study, one preset per step (its Table 1). Flags given on the command line (the end of this file)
-# override a preset.
+# The study, one preset per step (its Table 1; study_val_loss: the study's number, logged beside nanorun's).
+# Each key is a flag of train.py (build_parser, at the end of this file, says what each does); any flag
+# typed on the command line overrides the preset.
 
+# the study's 27M model, steps 0-4
 _BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000, weight_decay=0.0,
             schedule="constant", warmup_ratio=0.0, min_lr=0.0, wd_all=True)
+# steps 5-6: smaller models, ASAM with warm-up and cosine decay
 _SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, min_lr=1e-5,
               warmup_ratio=0.1, schedule="cosine", opt="asam", wd_all=False, rho=0.05)
+# steps 3-4: the 27M model with warm-up and cosine decay
 _COSINE = dict(weight_decay=0.01, schedule="cosine", warmup_ratio=0.1, dropout=0.153, lr=5e-4, rho=0.05)
-# what both nanorun presets change in the study's recipe (NOTES.md); each sets its own shape and dropout
+# what both nanorun presets change in the study's recipe (NOTES.md); each sets its own shape, dropout, epochs
 _NANORUN = dict(within_title=True, rope=True, opt="muon", lr=3e-3, weight_decay=0.2, epochs=5, schedule="wsd",
                 window_offsets=True)
 PRESETS = {
@@ -66,22 +73,19 @@ PRESETS = {
                   flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
-    # Beyond the study (NOTES.md). Muon overfits after epoch 5 of 7 when every epoch cuts the titles at the same
-    # places; cutting them elsewhere each epoch (--window_offsets: 0.0054 lower over three seeds) lets a sixth
-    # epoch help too (0.0031 lower), so nanorun trains 6, holding its lr until the last 20% of the steps (WSD),
-    # which overfits less than the cosine. Muon takes a larger lr than AdamW did (3e-3, tuned at 12.2M) with
-    # wd 0.2. nanorun12m: the recipe at step 5's shape and dropout, 5 epochs (a sixth not measured there);
-    # window offsets took 0.004 off it too (three seeds, NOTES.md 2026-12-07).
+    # Beyond the study (NOTES.md, with the measurements). Muon overfits after epoch 5 of 7 when every epoch
+    # cuts the titles at the same places; cutting them elsewhere each epoch (--window_offsets) lowers the loss
+    # and lets a sixth epoch help too, so nanorun trains 6, holding its lr until the last 20% of the steps
+    # (WSD: warm-up, stable, decay), which overfits less than the cosine. Muon takes a larger lr than AdamW did
+    # (3e-3, tuned at 12.2M) with wd 0.2. nanorun12m: the recipe at step 5's shape and dropout, 5 epochs (a
+    # sixth was not measured there); window offsets helped there too (NOTES.md, 2026-12-07).
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
                     "positions, window offsets", study_val_loss=None,
                     flags=dict(_SMALL, **_NANORUN) | dict(n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6)),
+    # (| rather than keywords: epochs=6 replaces _NANORUN's 5; a repeated keyword would be an error)
     "nanorun12m": dict(change="nanorun's recipe, 5 epochs, at step 5's shape and dropout", study_val_loss=None,
                        flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051)),
 }
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,11 +106,12 @@ def training_loss(model, x, y, p_teacher=None, distill=0.0):
 
 def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distill=0.0):
     """One update on the batch (x, y), in a fixed order: (the teacher's predictions,) forward, backward,
-    (SAM/ASAM: climb to w + e(w) and take the gradient there), clip the gradient norm, optimizer step, zero
-    the gradients. Returns the cross-entropy at w, a tensor.
+    (SAM/ASAM, Foret et al. 2021 / Kwon et al. 2021, optim.SAM: climb to w + e(w), e = rho g / ||g|| for SAM,
+    and take the gradient there), clip the gradient norm, optimizer step, zero the gradients. Returns the
+    cross-entropy at w, a tensor.
 
     Under DDP every backward pass averages the gradients of all processes, the first pass too, so SAM's
-    perturbation e = rho g / ||g|| uses the gradient of the whole global batch, as one process would."""
+    perturbation e uses the gradient of the whole global batch, as one process would."""
     p_teacher = None
     if teacher is not None:                           # frozen: one forward pass serves w and w + e(w)
         with torch.no_grad(), speed.autocast(device, amp):
@@ -120,7 +125,7 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distil
         with speed.autocast(device, amp):
             _, loss_at_e = training_loss(model, x, y, p_teacher, distill)
         loss_at_e.backward()                          # the gradient at w + e(w)
-    if grad_clip > 0:                                 # after first_step: it normalises the first gradient anyway
+    if grad_clip > 0:  # the gradient at w + e only: first_step divides the first by its norm, clipping it is moot
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if sharpness_aware:
         opt.second_step()                             # back to w, then the base optimizer steps
@@ -131,7 +136,8 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distil
 
 
 def step_flops_per_token(model, opt_name, teacher=None):
-    """The work of one training step per token: SAM and ASAM pass forward and backward twice; a teacher
+    """The work of one training step per token, the numerator of MFU (model FLOPs utilisation: the FLOP/s a
+    step does over the machine's fastest matmul's): SAM and ASAM pass forward and backward twice; a teacher
     passes forward once (a third of a forward and backward pass)."""
     passes = 2 if opt_name in ("sam", "asam") else 1
     return passes * model.flops_per_token() + (teacher.flops_per_token() / 3 if teacher is not None else 0)
@@ -191,7 +197,7 @@ def build_model(cfg, tok, device, amp):
     opt = optim.build_optimizer(cfg["opt"], model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                 momentum=cfg["momentum"], decay_all=cfg["wd_all"],
                                 rho=cfg["rho"] if cfg["opt"] in ("sam", "asam") else None,
-                                ns_dtype=torch.bfloat16 if amp else None)  # Muon: bf16 where the matmuls are
+                                ns_dtype=torch.bfloat16 if amp else None)  # Muon's Newton-Schulz: bf16 under autocast
     return model, opt, fast_modules
 
 
@@ -204,6 +210,10 @@ def load_teacher(cfg, data, device, amp, compile, rows):
     if compile:  # compiled, and its graph built now, not in the first (timed) step
         teacher, _ = speed.compile_with_warm_up(teacher, device, rows, cfg["block_size"], amp, frozen=True)
     return teacher
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
 
 
 def run(callback=None, **config):
@@ -257,7 +267,8 @@ def run(callback=None, **config):
         matmul_peak_dtype=chosen.peak_dtype, versions=versions()), RESUME_MAY_CHANGE, say)
 
     def evaluate():
-        """Validation loss in nats/char, always in fp32; under DDP each process scores a share of the batches."""
+        """Validation loss in nats/char, in fp32 whatever --amp (the metric must not depend on the machine);
+        under DDP each process scores a share of the batches."""
         nonlocal best, val, val_step
         nats = speed.all_sum(stream_nats(net, data.val_stream, T, B, device, shard=(rank, world),
                                          progress=cfg["progress"] and main_process), device, world)
@@ -270,8 +281,8 @@ def run(callback=None, **config):
         files.save(save_state(raw_model, asdict(raw_model.config), cfg, opt, step, plan.total, rng_states(world),
                               tok_sha, data.sha256, chosen.amp, (best, val, val_step), time.time() - t_start))
 
-    # ---- the loop: batch, step, log, evaluate, save
-    # Ctrl-C or a polite kill only sets a flag; at the next step (never mid SAM step) all processes stop and save.
+    # ---- the loop: batch, lr, step, log, evaluate, save
+    # Ctrl-C or SIGTERM only sets a flag; at the next step (never mid SAM step) all processes stop and save.
     stop_signal, restore_signal_handlers = catch_stop_signals()
     batches = train_batches(data.train_stream, T, B, cfg["seed"], start_step=step, offsets=cfg["window_offsets"])
     rows = slice(rank * B // world, (rank + 1) * B // world)  # this process's share of every global batch
@@ -352,7 +363,7 @@ def build_parser():
                                 epilog="The defaults are the study's step-6 recipe (`--preset step6`): 4 layers, "
                                        "3 heads, width 192, ASAM with rho 0.05, 7 epochs of 90,000 titles.")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="a step of the study, or nanorun's recipe; flags typed after it override it (default: none)")
+                   help="a step of the study, or nanorun's recipe; any flag typed overrides it (default: none)")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="data/hn_titles.txt", help="text file, one title per line (UTF-8)")
     g.add_argument("--num_titles", type=int, default=100_000, help="first N titles: train + validation")
@@ -385,7 +396,7 @@ def build_parser():
                    "the steps, over which the lr falls to --min_lr (Hagele et al. 2024: ~0.2 matches cosine)")
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
     g.add_argument("--min_lr", type=float, default=1e-5, help="floor the schedule decays to")
-    g.add_argument("--batch_size", type=int, default=64, help="sequences per step")
+    g.add_argument("--batch_size", type=int, default=64, help="sequences per step, all processes together")
     g.add_argument("--window_offsets", default=False, action=argparse.BooleanOptionalAction,
                    help="each epoch after the first, the training windows start a random 0..block_size-1 tokens later "
                    "(on in the nanorun presets)")
@@ -448,6 +459,7 @@ def resolve_config(explicit, saved=None):
 
 
 # ----------------------------------------------------------------------------------------------
+# The entry point: python train.py [flags]
 
 def main(argv=None):
     explicit = typed_flags(build_parser(), argv)  # only typed flags override a preset or a checkpoint
@@ -466,9 +478,11 @@ def main(argv=None):
     if result["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
         sys.exit(128 + (result["signal"] or signal.SIGINT))
     if result["main_process"]:  # the only process, or torchrun's first
-        unfinished = f" (unfinished: step {result['steps']} of {result['total_steps']})" \
-            * (result["steps"] < result["total_steps"])
-        print(f"final val loss {result['final_val_loss']:.4f} nats/char{unfinished} (best {result['best_val_loss']:.4f}), "
+        unfinished = ""
+        if result["steps"] < result["total_steps"]:  # --max_steps
+            unfinished = f" (unfinished: step {result['steps']} of {result['total_steps']})"
+        print(f"final val loss {result['final_val_loss']:.4f} nats/char{unfinished} "
+              f"(best {result['best_val_loss']:.4f}), "
               f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s, "
               f"MFU {result['mfu']:.0%} of this machine's fastest matmul, {result['peak_gflop_per_s']:,.0f} GFLOP/s), "
               f"{result['time_s']:.0f} s; run folder {result['run_dir']}")
