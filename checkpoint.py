@@ -281,6 +281,19 @@ def check_config(c):
         need(c[k] in choices, f"unknown --{k} {c[k]!r}; choose one of {', '.join(choices)}")
 
 
+# On --resume these may differ from the checkpoint's config; everything else must match.
+RESUME_MAY_CHANGE = {"resume", "device", "compile", "progress", "sample", "log_every", "max_steps",
+                     "data", "out_dir", "name", "preset"}
+
+
+def check_resume_flags(explicit, saved, resume):
+    """The flags typed for a resumed run change nothing that the checkpoint `resume` (config `saved`) fixed."""
+    for k, now in explicit.items():
+        if k not in RESUME_MAY_CHANGE and saved.get(k) != now:
+            raise ConfigError(f"checkpoint {resume} was trained with {k}={saved.get(k)!r}, not {now!r}; "
+                              f"drop --{k} to resume it, or start a new run")
+
+
 def check_resume_data(ckpt, cfg, n_titles, data_sha256):
     """The data file of a resumed run begins with the titles its checkpoint was trained on."""
     if n_titles < cfg["num_titles"]:

@@ -34,9 +34,9 @@ from tqdm import tqdm
 
 import optim
 import speed
-from checkpoint import (RunFiles, catch_stop_signals, check_config, check_resume_data, check_teacher, check_writable,
-                        checkpoint_path, file_sha256, load_checkpoint, restore, rng_states, save_state, set_rng_state,
-                        versions)
+from checkpoint import (RESUME_MAY_CHANGE, RunFiles, catch_stop_signals, check_config, check_resume_data,
+                        check_resume_flags, check_teacher, check_writable, checkpoint_path, file_sha256,
+                        load_checkpoint, restore, rng_states, save_state, set_rng_state, versions)
 from common import ConfigError, HelpFormatter, typed_flags
 from dataset import (get_tokenizer, read_titles, split_titles, stream_nats, text_chars, title_stream,
                      train_batches, titles_sha256)
@@ -353,11 +353,6 @@ def run(callback=None, **config):
 # The command line: train.py's flags, and a run's config from the defaults, a preset, the flags given
 # and (on --resume) its checkpoint
 
-# On --resume these may differ from the checkpoint's config; everything else must match.
-RESUME_MAY_CHANGE = {"resume", "device", "compile", "progress", "sample", "log_every", "max_steps",
-                     "data", "out_dir", "name", "preset"}
-
-
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter,
                                 epilog="The defaults are the study's step-6 recipe (`--preset step6`): 4 layers, "
@@ -445,12 +440,7 @@ def resolve_config(explicit, saved=None):
         cfg.update(PRESETS[preset]["flags"])
     cfg.update(explicit)
     if saved is not None:
-        clash = {k: (saved.get(k), v) for k, v in explicit.items()
-                 if k not in RESUME_MAY_CHANGE and saved.get(k) != v}
-        if clash:
-            k, (was, now) = next(iter(clash.items()))
-            raise ConfigError(f"checkpoint {cfg['resume']} was trained with {k}={was!r}, not {now!r}; "
-                              f"drop --{k} to resume it, or start a new run")
+        check_resume_flags(explicit, saved, cfg["resume"])
         # settings newer than the checkpoint take their defaults, which are what older versions did
         cfg = {**known, **saved, "max_steps": 0}
         cfg.update({k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
