@@ -163,11 +163,11 @@ def cpu_model():
     return cpu_kind().get("name") or platform.processor() or platform.machine() or None
 
 
-def cpu_kind():
+def cpu_kind(path="/proc/cpuinfo"):
     """The CPU's name, family and model and the bf16 matrix instructions it lists, from Linux's /proc/cpuinfo
     ({} elsewhere): CPUs that share a name ("AMD EPYC") differ in kind, and in speed (NOTES.md)."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             first_cpu = f.read().split("\n\n")[0]
     except OSError:
         return {}

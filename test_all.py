@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import torch.utils.flop_counter
 
 import bpe
+import checkpoint
 import dataset
 import evaluate
 import gpt
@@ -623,6 +624,15 @@ def test_keep_freed_memory_serves_large_blocks_from_the_reusable_heap():
                          text=True, check=True).stdout.split()
     before, took, after = int(out[0]), out[1], int(out[2])
     assert took == "True" and after == before - 1
+
+
+def test_cpu_kind_reads_the_first_processor_of_cpuinfo(tmp_path):
+    block = ("processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+             "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16 sha_ni\n")
+    (tmp_path / "cpuinfo").write_text(block.format(n=0) + "\n" + block.format(n=1).replace("avx512_bf16 ", ""))
+    assert checkpoint.cpu_kind(tmp_path / "cpuinfo") == \
+        {"name": "AMD EPYC", "family": "25", "model": "17", "bf16": ["avx512_bf16"]}
+    assert checkpoint.cpu_kind(tmp_path / "missing") == {}
 
 
 def test_matmul_peak_leaves_the_random_numbers_of_dropout_alone():
