@@ -299,7 +299,8 @@ def bench_versus(args, device):
         raise SystemExit("error: bench.py versus needs --original PATH (the study's train.py) and --nanogpt PATH "
                          "(nanoGPT's model.py)")
     kind = checkpoint.cpu_kind()
-    print(f"CPU: {checkpoint.cpu_model()} (family {kind.get('family')}, model {kind.get('model')}), "
+    family = f" (family {kind['family']}, model {kind['model']})" if kind.get("family") else ""
+    print(f"CPU: {checkpoint.cpu_model()}{family}, "
           f"{', '.join(kind.get('bf16', [])) or 'no bf16 instructions listed'}; the original: {args.original}; "
           f"nanoGPT: {args.nanogpt}")
     rows = {name: [] for name in VERSUS}

@@ -163,18 +163,20 @@ def time_matmuls(shapes, dtype, device):
 
 @functools.cache  # once per process and timer
 def bf16_emulated(device, timer):
-    """A first look before timing bf16 in earnest: one 256 x 256 x 256 product in each dtype, the best of 3
-    (under a millisecond in fp32). A CPU without bf16 units (AVX2 only) emulates bf16 at ~1 GFLOP/s, 100x
-    behind its fp32: there, timing the model's shapes and the peak's product in bf16 took 30 s of every
-    start-up (AMD EPYC Zen 3, NOTES.md). Returns (emulated, the two times): emulated when bf16 is over 10x
-    behind fp32 on this product, or has no matmul at all (bf16 time None)."""
-    times = {"fp32": None, "bf16": None, "of": "256^3"}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    """A first look before timing bf16 in earnest: one 256 x 256 x 256 product in each dtype, alternated, the
+    best of 3 (under a millisecond in fp32). A CPU without bf16 units (AVX2 only) emulates bf16 at ~1 GFLOP/s,
+    100x behind its fp32: there, timing the model's shapes and the peak's product in bf16 took 30 s of every
+    start-up (AMD EPYC Zen 3, NOTES.md). (On a GPU a product this small is launch-bound: the look passes and
+    measure_amp decides.) Returns (emulated, the times): emulated when bf16 is over 10x behind fp32 on this
+    product, or has no matmul at all (an older MPS; bf16 time None)."""
+    fp32, bf16 = [], []
+    for _ in range(3):
+        fp32.append(timer([(256, 256, 256)], torch.float32, device))
         try:
-            times[name] = [round(min(timer([(256, 256, 256)], dtype, device) for _ in range(3)), 6)]
-        except RuntimeError:  # a device without bf16 matmuls
-            return True, times
-    return times["bf16"][0] > 10 * times["fp32"][0], times
+            bf16.append(timer([(256, 256, 256)], torch.bfloat16, device))
+        except (RuntimeError, TypeError):  # a device without bf16 matmuls
+            return True, {"fp32": [round(min(fp32), 6)], "bf16": None, "of": "256^3"}
+    return min(bf16) > 10 * min(fp32), {"fp32": [round(min(fp32), 6)], "bf16": [round(min(bf16), 6)], "of": "256^3"}
 
 
 @functools.cache  # once per process and shape: tune.py's trials and the tests call train.run() many times
@@ -193,7 +195,10 @@ def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls
     times = {"fp32": [], "bf16": []}
     for _ in range(repeats + 1):  # the first round warms up (allocations, kernels): not kept
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            times[name].append(timer(shapes, dtype, device))
+            try:
+                times[name].append(timer(shapes, dtype, device))
+            except (RuntimeError, TypeError):  # bf16 failed on a shape the first look did not try
+                return False, {"fp32": times["fp32"], "bf16": None, "of": "the model's"}
         if times["bf16"][-1] > 2 * times["fp32"][-1]:  # bf16 far behind: no need to go on
             break
     kept = {k: [round(s, 5) for s in v[1:] or v] for k, v in times.items()}
@@ -221,8 +226,11 @@ def matmul_peak(device, repeats=10):
     best = {}
     emulated = bf16_emulated(device, time_matmuls)[0]
     for dtype in (torch.float32,) if emulated else (torch.float32, torch.bfloat16):
-        time_matmuls([(n, n, n)], dtype, device)  # warm-up: not kept
-        best[dtype] = min(time_matmuls([(n, n, n)], dtype, device) for _ in range(repeats))
+        try:
+            time_matmuls([(n, n, n)], dtype, device)  # warm-up: not kept
+            best[dtype] = min(time_matmuls([(n, n, n)], dtype, device) for _ in range(repeats))
+        except (RuntimeError, TypeError):  # bf16 failed at this size
+            continue
     dtype = min(best, key=best.get)
     return 2 * n**3 / best[dtype], str(dtype).replace("torch.", "")
 

@@ -2179,6 +2179,13 @@ def test_readme_tables_are_what_plot_logs_prints_from_the_records(capsys, monkey
 # tune.py
 
 
+def test_the_nanorun_presets_cut_windows_elsewhere_each_epoch():
+    settings = lambda preset: {k: train.resolve_config({"preset": preset})[k] for k in ("window_offsets", "epochs")}
+    assert settings("nanorun") == {"window_offsets": True, "epochs": 6}
+    assert settings("nanorun12m") == {"window_offsets": True, "epochs": 5}
+    assert settings("step6") == {"window_offsets": False, "epochs": 7}  # the study's steps: as the study ran
+
+
 def test_search_space_holds_the_untuned_recipe():
     # ranges hold the untuned recipe's values (step 2's block size 128, SGD's lr) so it can be trial 0
     space = tune.search_space(dict(train.defaults(), **train.PRESETS["step0"]["flags"]), set())

@@ -4,10 +4,9 @@ presets, the training step, run() (data, model, the loop, the end), then the com
 
 Reads the titles (dataset.py), trains a byte-level BPE on the training split (bpe.py), builds the
 model (gpt.py) and an optimizer (optim.py), then runs one visible training loop: batch, lr, step,
-log, evaluate, save. The study (README) is a training-optimisation study on 100,000 Hacker News titles; its
-steps 0-6 are the presets step0..step6 below. The metric is the study's: summed cross-entropy of every
-validation token, in nats, per character of validation text. Every run gets its own folder under runs/
-(checkpoint.py); what depends on the machine (device, processes, bf16, compile) lives in speed.py.
+log, evaluate, save. The metric is the study's: summed cross-entropy of every validation token, in nats,
+per character of validation text. Every run gets its own folder under runs/ (checkpoint.py); what
+depends on the machine (device, processes, bf16, compile) lives in speed.py.
 
     python train.py --preset step6 --epochs 1 --num_titles 20000   # a first run, minutes on a laptop
     python train.py --opt asam --d_model 384                       # any flag overrides the defaults
@@ -15,8 +14,10 @@ validation token, in nats, per character of validation text. Every run gets its 
     python train.py --preset nanorun --teacher runs/BIG            # distill a finished larger run into it
     torchrun --nproc_per_node 4 train.py --preset step5            # one model, 4 processes (DDP)
 
-`run(**config)` trains one model (tune.py calls it); bench.py times `train_step`; `main()` parses the flags,
-turns errors into one-line messages and exit codes, and prints the result.
+The study (README) is a training-optimisation study on 100,000 Hacker News titles; its steps 0-6 are the
+presets step0..step6 below. `run(**config)` trains one model (tune.py calls it); bench.py times
+`train_step`; `main()` parses the flags, turns errors into one-line messages and exit codes, and prints
+the result.
 """
 import argparse
 import math
@@ -56,7 +57,7 @@ _SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, 
               warmup_ratio=0.1, schedule="cosine", opt="asam", wd_all=False, rho=0.05)
 # steps 3-4: the 27M model with warm-up and cosine decay
 _COSINE = dict(weight_decay=0.01, schedule="cosine", warmup_ratio=0.1, dropout=0.153, lr=5e-4, rho=0.05)
-# what both nanorun presets change in the study's recipe (NOTES.md); each sets its own shape, dropout, epochs
+# what both nanorun presets change in the study's recipe (NOTES.md); each sets its own shape and dropout
 _NANORUN = dict(within_title=True, rope=True, opt="muon", lr=3e-3, weight_decay=0.2, epochs=5, schedule="wsd",
                 window_offsets=True)
 PRESETS = {
@@ -125,7 +126,7 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distil
         with speed.autocast(device, amp):
             _, loss_at_e = training_loss(model, x, y, p_teacher, distill)
         loss_at_e.backward()                          # the gradient at w + e(w)
-    if grad_clip > 0:  # the gradient at w + e only: first_step divides the first by its norm, clipping it is moot
+    if grad_clip > 0:  # SAM/ASAM: the gradient at w + e only (first_step divided the first by its norm)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if sharpness_aware:
         opt.second_step()                             # back to w, then the base optimizer steps
@@ -197,7 +198,7 @@ def build_model(cfg, tok, device, amp):
     opt = optim.build_optimizer(cfg["opt"], model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
                                 momentum=cfg["momentum"], decay_all=cfg["wd_all"],
                                 rho=cfg["rho"] if cfg["opt"] in ("sam", "asam") else None,
-                                ns_dtype=torch.bfloat16 if amp else None)  # Muon's Newton-Schulz: bf16 under autocast
+                                ns_dtype=torch.bfloat16 if amp else None)  # Muon: bf16 Newton-Schulz under autocast
     return model, opt, fast_modules
 
 
@@ -411,7 +412,8 @@ def build_parser():
                    help="torch.compile the model (default: on CUDA, and on CPU with a C++ compiler)")
     g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
                    help="bf16 autocast (default: bf16 where a start-up timing of the model's matrix products finds it "
-                        "faster than fp32; the log's amp_times_s holds the times)")
+                        "faster than fp32; the log's amp_times_s holds the times, or a 256^3 product's where bf16 is "
+                        "emulated)")
     g.add_argument("--out_dir", default="runs", help="folder that holds one folder per run")
     g.add_argument("--name", default=None, help="run name (default: from preset/optimizer, shape, time)")
     g.add_argument("--resume", default=None, help="checkpoint (or run folder) to continue from (default: none)")
