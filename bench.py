@@ -90,7 +90,7 @@ def bench_step(args, device):
           f"dropout {args.dropout}: {tokens / median:,.0f} tokens/s median ({median * 1e3:.0f} ms a step), "
           f"{tokens / best:,.0f} best; first step {warm_up:.1f} s")
     # MFU as nanoGPT defines it, over the machine's fastest matmul measured here instead of a datasheet's
-    flops = tokens * train.step_flops_per_token(model, args.opt)
+    flops = tokens * speed.step_flops_per_token(model, args.opt)
     mfus = sorted((flops / s) / (2 * n**3 / p) for s, p in zip(step_s, peak_s))
     quantile = lambda f: mfus[round(f * (len(mfus) - 1))]
     print(f"  {flops / median / 1e9:,.0f} GFLOP/s of model work; the fastest matmul here: {chosen.peak / 1e9:,.0f} "

@@ -20,7 +20,7 @@ import torch
 
 import speed
 from bpe import Tokenizer
-from checkpoint import checkpoint_path, file_sha256, load_checkpoint
+from checkpoint import check_teacher, checkpoint_path, file_sha256, load_checkpoint
 from common import ConfigError
 from dataset import read_titles, split_titles, stream_nats, text_chars, title_stream, titles_sha256
 from gpt import GPT, GPTConfig, sample_titles, visible
@@ -61,6 +61,17 @@ def load_model(path, device="cpu"):
     speed.use_fast_modules(model, device)
     model.to(device).eval()
     return model, tok, ckpt
+
+
+def load_teacher(cfg, data, device, amp, compile, rows):
+    """Distillation's teacher: a finished run's model, frozen. check_teacher makes sure it learnt from exactly
+    this run's training titles through the same tokenizer, so it cannot leak validation or test titles."""
+    teacher, _, ckpt = load_model(cfg["teacher"], device)
+    check_teacher(ckpt, cfg, data.sha256, file_sha256(data.tok_path))
+    teacher.requires_grad_(False)
+    if compile:  # compiled, and its graph built now, not in the first (timed) step
+        teacher, _ = speed.compile_with_warm_up(teacher, device, rows, cfg["block_size"], amp, frozen=True)
+    return teacher
 
 
 def held_out_titles(ckpt, path, data=None, test_titles=None):

@@ -237,6 +237,14 @@ def matmul_peak(device, repeats=10):
     return 2 * n**3 / best[dtype], str(dtype).replace("torch.", "")
 
 
+def step_flops_per_token(model, opt_name, teacher=None):
+    """The work of one training step per token, the numerator of MFU (model FLOPs utilisation: the FLOP/s a
+    step does over the machine's fastest matmul's): SAM and ASAM pass forward and backward twice; a teacher
+    passes forward once (a third of a forward and backward pass)."""
+    passes = 2 if opt_name in ("sam", "asam") else 1
+    return passes * model.flops_per_token() + (teacher.flops_per_token() / 3 if teacher is not None else 0)
+
+
 def choose(device, amp, compile, d_model, vocab_size, rows):
     """The settings for this machine, made once: the process-wide ones (set_up_process), compile or not
     (None: where it works), bf16 or fp32 (None: measured by measure_amp), and MFU's yardstick. Returns

@@ -1153,7 +1153,7 @@ def test_the_teacher_predicts_once_a_step_even_under_sam():
         opt = optim.build_optimizer(name, model, lr=1e-3, weight_decay=0.0, rho=0.05 if name == "asam" else None)
         train.train_step(model, opt, x, y, device="cpu", amp=False, grad_clip=1.0, teacher=teacher, distill=0.5)
     assert len(calls) == 2
-    assert train.step_flops_per_token(model, "asam", teacher) == \
+    assert speed.step_flops_per_token(model, "asam", teacher) == \
         2 * model.flops_per_token() + teacher.flops_per_token() / 3
 
 

@@ -14,10 +14,8 @@ depends on the machine (device, processes, bf16, compile) lives in speed.py.
     python train.py --preset nanorun --teacher runs/BIG            # distill a finished larger run into it
     torchrun --nproc_per_node 4 train.py --preset step5            # one model, 4 processes (DDP)
 
-The study (README) is a training-optimisation study on 100,000 Hacker News titles; its steps 0-6 are the
-presets step0..step6 below. `run(**config)` trains one model (tune.py calls it); bench.py times
-`train_step`; `main()` parses the flags, turns errors into one-line messages and exit codes, and prints
-the result.
+The study (README) improved a GPT on 100,000 Hacker News titles one change at a time; its steps 0-6 are
+the presets step0..step6. tune.py calls `run(**config)`; bench.py times `train_step`.
 """
 import argparse
 import math
@@ -36,12 +34,12 @@ from tqdm import tqdm
 import optim
 import speed
 from checkpoint import (RESUME_MAY_CHANGE, RunFiles, catch_stop_signals, check_config, check_resume_data,
-                        check_resume_flags, check_teacher, check_writable, checkpoint_path, file_sha256,
-                        load_checkpoint, restore, rng_states, save_state, set_rng_state, versions)
+                        check_resume_flags, check_writable, checkpoint_path, load_checkpoint, restore, rng_states,
+                        save_state, set_rng_state, versions)
 from common import ConfigError, HelpFormatter, typed_flags
 from dataset import (get_tokenizer, read_titles, split_titles, stream_nats, text_chars, title_stream,
                      train_batches, titles_sha256)
-from evaluate import load_model
+from evaluate import load_teacher
 from gpt import GPT, GPTConfig, sample_titles, visible
 
 # ----------------------------------------------------------------------------------------------
@@ -74,12 +72,10 @@ PRESETS = {
                   flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
-    # Beyond the study (NOTES.md, with the measurements). Muon overfits after epoch 5 of 7 when every epoch
-    # cuts the titles at the same places; cutting them elsewhere each epoch (--window_offsets) lowers the loss
-    # and lets a sixth epoch help too, so nanorun trains 6, holding its lr until the last 20% of the steps
-    # (WSD: warm-up, stable, decay), which overfits less than the cosine. Muon takes a larger lr than AdamW did
-    # (3e-3, tuned at 12.2M) with wd 0.2. nanorun12m: the recipe at step 5's shape and dropout, 5 epochs (a
-    # sixth was not measured there); window offsets helped there too (NOTES.md, 2026-12-07).
+    # Beyond the study (NOTES.md has the measurements): Muon with a larger lr than AdamW's (3e-3, tuned at
+    # 12.2M) and wd 0.2; the lr held until the last 20% of the steps (WSD), which overfits less than the cosine;
+    # windows cut elsewhere each epoch (--window_offsets), which lets a sixth epoch help. nanorun12m: the recipe
+    # at step 5's shape and dropout, 5 epochs (a sixth was not measured there).
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
                     "positions, window offsets", study_val_loss=None,
                     flags=dict(_SMALL, **_NANORUN) | dict(n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6)),
@@ -134,14 +130,6 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distil
         opt.step()
     opt.zero_grad(set_to_none=True)
     return ce
-
-
-def step_flops_per_token(model, opt_name, teacher=None):
-    """The work of one training step per token, the numerator of MFU (model FLOPs utilisation: the FLOP/s a
-    step does over the machine's fastest matmul's): SAM and ASAM pass forward and backward twice; a teacher
-    passes forward once (a third of a forward and backward pass)."""
-    passes = 2 if opt_name in ("sam", "asam") else 1
-    return passes * model.flops_per_token() + (teacher.flops_per_token() / 3 if teacher is not None else 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,17 +190,6 @@ def build_model(cfg, tok, device, amp):
     return model, opt, fast_modules
 
 
-def load_teacher(cfg, data, device, amp, compile, rows):
-    """Distillation's teacher: a finished run's model, frozen. check_teacher makes sure it learnt from exactly
-    this run's training titles through the same tokenizer, so it cannot leak validation or test titles."""
-    teacher, _, ckpt = load_model(cfg["teacher"], device)
-    check_teacher(ckpt, cfg, data.sha256, file_sha256(data.tok_path))
-    teacher.requires_grad_(False)
-    if compile:  # compiled, and its graph built now, not in the first (timed) step
-        teacher, _ = speed.compile_with_warm_up(teacher, device, rows, cfg["block_size"], amp, frozen=True)
-    return teacher
-
-
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -259,7 +236,7 @@ def run(callback=None, **config):
     if resume:
         set_rng_state(resume["rng"], rank)
     teacher = load_teacher(cfg, data, device, chosen.amp, chosen.compile, B // world) if cfg["teacher"] else None
-    flops_per_token = step_flops_per_token(raw_model, cfg["opt"], teacher)
+    flops_per_token = speed.step_flops_per_token(raw_model, cfg["opt"], teacher)
     peak = speed.all_sum(chosen.peak, device, world)  # MFU's yardstick: all devices' fastest matmul, FLOP/s
 
     files.log_start(cfg, resume, data, plan, raw_model, step, PRESETS.get(cfg["preset"], {}), dict(
@@ -375,8 +352,7 @@ def build_parser():
     g.add_argument("--rope", default=False, action=argparse.BooleanOptionalAction,
                    help="rotary position embeddings (Su et al. 2021) instead of a learned position table")
     g.add_argument("--within_title", default=False, action=argparse.BooleanOptionalAction,
-                   help="attend only within a title, not across <eos> into the previous one; positions "
-                        "restart at each title")
+                   help="attend only within a title, not across <eos>; positions restart at each title")
     g = p.add_argument_group("optimization")
     g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
     g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
@@ -389,17 +365,14 @@ def build_parser():
     g.add_argument("--schedule", default="cosine", choices=optim.SCHEDULES,
                    help="learning-rate schedule after warm-up")
     g.add_argument("--decay_frac", type=float, default=0.2, help="with --schedule wsd: the last fraction of "
-                   "the steps, over which the lr falls to --min_lr (Hagele et al. 2024: ~0.2 matches cosine)")
+                   "the steps, in which the lr falls to --min_lr (Hagele et al. 2024)")
     g.add_argument("--warmup_ratio", type=float, default=0.1, help="fraction of steps of linear warm-up")
     g.add_argument("--min_lr", type=float, default=1e-5, help="floor the schedule decays to")
     g.add_argument("--batch_size", type=int, default=64, help="sequences per step, all processes together")
     g.add_argument("--window_offsets", default=False, action=argparse.BooleanOptionalAction,
-                   help="each epoch after the first, the training windows start a random 0..block_size-1 tokens later "
-                   "(on in the nanorun presets)")
-    g.add_argument("--teacher", default=None, help="a trained run (folder or checkpoint) to distill from: its "
-                   "next-token distributions become a second target; it must have trained on this run's titles")
-    g.add_argument("--distill", type=float, default=0.5, help="with --teacher: the weight of the teacher's "
-                   "target in the loss (0..1; the rest is the true next token's)")
+                   help="from the second epoch on, the training windows start 0..block_size-1 tokens later")
+    g.add_argument("--teacher", default=None, help="a run (folder or ckpt) trained on these titles to distill from")
+    g.add_argument("--distill", type=float, default=0.5, help="with --teacher: the weight of its target in the loss")
     g.add_argument("--epochs", type=float, default=7, help="passes over the training tokens (1.5: one and a half)")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
                    "schedule still spans every epoch, and --resume goes on to the end unless given again")
@@ -410,10 +383,8 @@ def build_parser():
     g.add_argument("--device", default="auto", choices=speed.DEVICES, help="auto: CUDA, then MPS, then CPU")
     g.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
                    help="torch.compile the model (default: on CUDA, and on CPU with a C++ compiler)")
-    g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction,
-                   help="bf16 autocast (default: bf16 where a start-up timing of the model's matrix products finds it "
-                        "faster than fp32; the log's amp_times_s holds the times, or a 256^3 product's where bf16 is "
-                        "emulated)")
+    g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction, help="bf16 autocast (default: "
+                   "where timing the model's matrix products at start-up finds it faster; log: amp_times_s)")
     g.add_argument("--out_dir", default="runs", help="folder that holds one folder per run")
     g.add_argument("--name", default=None, help="run name (default: from preset/optimizer, shape, time)")
     g.add_argument("--resume", default=None, help="checkpoint (or run folder) to continue from (default: none)")
@@ -470,9 +441,8 @@ def main(argv=None):
     if result["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
         sys.exit(128 + (result["signal"] or signal.SIGINT))
     if result["main_process"]:  # the only process, or torchrun's first
-        unfinished = ""
-        if result["steps"] < result["total_steps"]:  # --max_steps
-            unfinished = f" (unfinished: step {result['steps']} of {result['total_steps']})"
+        unfinished = (f" (unfinished: step {result['steps']} of {result['total_steps']})"
+                      if result["steps"] < result["total_steps"] else "")  # --max_steps
         print(f"final val loss {result['final_val_loss']:.4f} nats/char{unfinished} "
               f"(best {result['best_val_loss']:.4f}), "
               f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s, "
