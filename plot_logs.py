@@ -5,7 +5,9 @@ It reads logs only (runs/<name>/log.jsonl: a "config" event with the resolved fl
 versions, then "train", "eval", maybe "resume", and "end"), never the code that wrote them. Runs whose
 configs differ only in the seed (or in settings that never change what is learned) are seeds of one
 recipe: one mean curve in a band from the lowest to the highest seed, one table row with mean ± spread.
-A run that stopped before its last step is marked *.
+A run that stopped before its last step is marked *. An ablation also shows held-out test losses where
+evaluate.py's table of them was saved as evaluate.txt beside the logs (`python evaluate.py runs/a runs/b >
+runs/evaluate.txt`).
 
     python plot_logs.py                                   # runs/*/log.jsonl -> runs/figure.png
     python plot_logs.py --runs 'runs/ladder-*/*/log.jsonl' --out runs/ladder.png
@@ -182,9 +184,32 @@ def group_val(group):
     finals = [final_val_loss(r) for r in group]
     if None in finals:
         return "-"
-    mean = sum(finals) / len(finals)
-    cell = f"{mean:.4f}" if len(finals) == 1 else f"{mean:.4f} ± {max(finals) - min(finals):.4f}"
-    return cell + ("" if all(map(finished, group)) else " *")
+    return mean_spread(finals) + ("" if all(map(finished, group)) else " *")
+
+def mean_spread(values):
+    mean = sum(values) / len(values)
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {max(values) - min(values):.4f}"
+
+def held_out_loss(run):
+    """The held-out test loss evaluate.py printed for the run's last checkpoint, kept as evaluate.txt in the
+    run's folder or the folder above it, or None. A row is the run's when its checkpoint's folder has the
+    run's name and its val loss the run's final one (two runs may share a name)."""
+    folder = os.path.dirname(run["path"])
+    for path in (os.path.join(folder, "evaluate.txt"), os.path.join(os.path.dirname(folder), "evaluate.txt")):
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in f if line[0] == "|"]
+            ckpt, test, val = (rows[0].index(k) for k in ("checkpoint", "test loss (nats/char)", "val loss"))
+            for row in rows[2:]:
+                if (os.path.basename(os.path.dirname(row[ckpt].rstrip(" *"))) == run["name"]
+                        and row[val] == f"{final_val_loss(run) or 0:.4f}"):
+                    return float(row[test])
+    return None
+
+def group_test(group):
+    """A group's held-out test loss (held_out_loss) over the seeds evaluated, or "-"."""
+    tests = [t for t in map(held_out_loss, group) if t is not None]
+    return mean_spread(tests) + f" ({len(tests)} of {len(group)} seeds)" * (len(tests) < len(group)) if tests else "-"
 
 # -----------------------------------------------------------------------------
 # the figure
@@ -278,18 +303,23 @@ def time_to_cell(group, target):
 
 def ablation_table(groups, labels, target=None):
     """An ablation: a row per recipe (group_runs) named by `labels` (recipe_labels); with a `target`, the time to it."""
-    header, rows = ["#", "change", "val loss", "seeds", "params", "mean time", "device"], []
+    held_out = any(map(held_out_loss, sum(groups, [])))  # a column of its own where any run was evaluated
+    header, rows = ["#", "change", "val loss"] + ["held-out test"] * held_out + \
+        ["seeds", "params", "mean time", "device"], []
     for i, (group, label) in enumerate(zip(groups, labels), start=1):
         times = [t for t in map(run_time, group) if t is not None]  # the others' clocks are not known
         mean_time = (seconds(sum(times) / len(times)) if times else "-") + \
             f" ({len(times)} of {len(group)} seeds)" * (0 < len(times) < len(group))
-        rows.append([str(i), label, group_val(group), str(len(group)), _g(group[0]["config"].get("n_params")),
+        rows.append([str(i), label, group_val(group)] + [group_test(group)] * held_out +
+                    [str(len(group)), _g(group[0]["config"].get("n_params")),
                      mean_time, ", ".join(sorted({device_name(run["config"]) for run in group}))]
                     + [time_to_cell(group, target)] * bool(target))
     header += [f"time to {target:g}"] * bool(target)
     notes = ["change: the row's preset and the flags in which it differs from the first row of that preset.",
              "val loss: final validation loss in nats per character, mean ± spread (max − min) over a row's seeds "
              "(one seed: its value); a difference between rows smaller than twice the spread is noise."]
+    notes += ["held-out test: the test loss evaluate.py printed for a run's last checkpoint (evaluate.txt beside "
+              "the logs), mean ± spread over the seeds evaluated."] * held_out
     notes += [f"time to {target:g}: seconds from a run's start (tokenizer and compilation included) to its first "
               f"evaluation at or below {target:g}, mean over the seeds that reached it."] * bool(target)
     n = sum(map(len, groups))

@@ -2025,6 +2025,29 @@ def test_ablation_table_one_row_per_recipe_mean_and_spread(tmp_path, capsys):
         plot_logs.main(["--ablation", "--runs", str(tmp_path / "*" / "log.jsonl"), str(tmp_path / "nothing")])
 
 
+def test_ablation_table_shows_the_held_out_test_losses_evaluate_printed_for_the_runs(tmp_path, capsys):
+    for seed, final in ((1, 1.40), (2, 1.42), (3, 1.41)):
+        fake_log(str(tmp_path / "a" / f"base-{seed}" / "log.jsonl"), f"base-{seed}", final, preset="step6", t0=seed,
+                 seed=seed, per_char=True)
+    # elsewhere, a run of the same name and final val loss that evaluate.py never saw
+    fake_log(str(tmp_path / "b" / "base-1" / "log.jsonl"), "base-1", 1.40, preset="step6", lr=1e-3, per_char=True)
+    result = lambda name, loss, val: dict(checkpoint=f"runs/{name}/ckpt.pt", params=2560128, test_titles=100,
+                                          loss=loss, perplexity=math.exp(loss), tokens_per_char=0.3, val_loss=val,
+                                          time_s=1.0)
+    table = evaluate.markdown_table([result("base-1", 1.30, 1.40), result("base-2", 1.34, 1.42),
+                                     result("base-3", 1.20, 1.39)])  # base-3: an earlier checkpoint of the run
+    (tmp_path / "a" / "evaluate.txt").write_text("Held-out test titles of t.txt\n\n" + table + "\n")
+    runs = [str(tmp_path / d / "*" / "log.jsonl") for d in ("a", "b")]
+    plot_logs.main(["--ablation", "--target", "0", "--runs", *runs])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| # | change | val loss | held-out test | seeds | params | mean time | device |"
+    assert lines[4].startswith("| 1 | step6 | 1.4100 ± 0.0200 | 1.3200 ± 0.0400 (2 of 3 seeds) | 3 |")
+    assert lines[5].startswith("| 2 | step6 --lr 0.001 | 1.4000 | - | 1 |")
+    (tmp_path / "a" / "evaluate.txt").unlink()  # no run evaluated: no column
+    plot_logs.main(["--ablation", "--target", "0", "--runs", *runs])
+    assert "held-out test" not in capsys.readouterr().out
+
+
 def test_figure_names_a_group_by_its_recipe(tmp_path, capsys, monkeypatch):
     for seed in (1, 2):
         fake_log(str(tmp_path / f"s{seed}" / "log.jsonl"), f"s{seed}", 1.4, preset="step6", t0=seed, seed=seed)
