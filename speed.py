@@ -8,7 +8,8 @@ fast there. gpt.py and train.py read as the textbook; everything that depends on
     # ^ the process-wide settings, made once; compile where it works; bf16 or fp32 timed on the model's
     #   own matrix shapes, not guessed (chosen.amp, chosen.amp_times); MFU's yardstick (chosen.peak)
     use_fast_modules(model, device)          # fused attention on GPUs, cheaper dropout masks on CPU
-    model, compiled = compile_with_warm_up(model, device, batch_size, block_size, chosen.amp)
+    model, compiled, times = compile_if_faster(model, device, batch_size, block_size, chosen.amp)
+    # ^ compiled where that was faster, timed on a training batch (times)
     with autocast(device, chosen.amp): ...   # bf16 matmuls, reductions and the loss in fp32
 
 Each piece computes what the plain model computes, and says what it buys; the measurements behind them,
@@ -168,7 +169,8 @@ def bf16_emulated(device, timer):
     100x behind its fp32: there, timing the model's shapes and the peak's product in bf16 took 30 s of every
     start-up (AMD EPYC Zen 3, NOTES.md). (On a GPU a product this small is launch-bound: the look passes and
     measure_amp decides.) Returns (emulated, the times): emulated when bf16 is over 10x behind fp32 on this
-    product, or has no matmul at all (an older MPS; bf16 time None)."""
+    product, or below 5 GFLOP/s on it (no bf16 unit is that slow, and on a busy machine the fp32 product can
+    be slowed enough to hide the ratio), or has no matmul at all (an older MPS; bf16 time None)."""
     fp32, bf16 = [], []
     for _ in range(3):
         fp32.append(timer([(256, 256, 256)], torch.float32, device))
@@ -178,7 +180,7 @@ def bf16_emulated(device, timer):
             bf16 = None
             break
     times = {"fp32": [round(min(fp32), 6)], "bf16": bf16 and [round(min(bf16), 6)], "of": "256^3"}
-    return bf16 is None or min(bf16) > 10 * min(fp32), times
+    return bf16 is None or min(bf16) > 10 * min(fp32) or 2 * 256**3 / min(bf16) < 5e9, times
 
 
 @functools.cache  # once per process and shape: tune.py's trials and the tests call train.run() many times
@@ -332,9 +334,8 @@ def compile_with_warm_up(model, device, batch_size, block_size, amp, frozen=Fals
     # so warming up with compiled(x, x) would build a graph that training never uses
     x = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
     y = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
-    gpus = [] if device == "cpu" else [torch.cuda.current_device() if device == "cuda" else 0]
-    try:  # the warm-up must not move any generator that draws dropout masks: the CPU's and the device's
-        with torch.random.fork_rng(devices=gpus, device_type=None if device == "cpu" else device):
+    try:  # the warm-up must not move any generator that draws dropout masks
+        with generators_kept(device):
             with autocast(device, amp), torch.set_grad_enabled(not frozen):
                 _, loss = compiled(x) if frozen else compiled(x, y)
             if not frozen:
@@ -345,6 +346,39 @@ def compile_with_warm_up(model, device, batch_size, block_size, amp, frozen=Fals
     finally:
         model.zero_grad(set_to_none=True)
     return compiled, True
+
+
+def compile_if_faster(model, device, batch_size, block_size, amp, measure=True, repeats=2, timer=None):
+    """compile_with_warm_up, then (with `measure`) keep the compiled model only if its forward and backward
+    pass beats the eager model's on a batch of the training shape: best of `repeats`, the two alternated
+    (~3 s for the 2.56M model on a 2-core CPU without bf16 units). Returns (the model to call, whether
+    compiled, the times for the log)."""
+    compiled, ok = compile_with_warm_up(model, device, batch_size, block_size, amp)
+    if not (ok and measure):
+        return compiled, ok, None
+    x = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
+    y = torch.zeros_like(x)  # distinct from x, as in training (the compiled graph is specialised on it)
+
+    def forward_backward(m):
+        with autocast(device, amp):
+            m(x, y)[1].backward()
+
+    timer = timer or (lambda m: seconds(lambda: forward_backward(m), device))
+    times = {"compiled": [], "eager": []}
+    with generators_kept(device):  # the timing draws no dropout mask that training would have drawn
+        timer(model)  # the eager pass's warm-up
+        for _ in range(repeats):
+            times["compiled"].append(timer(compiled))
+            times["eager"].append(timer(model))
+    model.zero_grad(set_to_none=True)
+    faster = min(times["compiled"]) <= min(times["eager"])
+    return compiled if faster else model, faster, {k: [round(t, 4) for t in v] for k, v in times.items()}
+
+
+def generators_kept(device):
+    """A context after which the CPU's and the device's random generators are where they were before it."""
+    gpus = [] if device == "cpu" else [torch.cuda.current_device() if device == "cuda" else 0]
+    return torch.random.fork_rng(devices=gpus, device_type=None if device == "cpu" else device)
 
 
 def seconds(f, device):

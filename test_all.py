@@ -1567,8 +1567,8 @@ def test_amp_runs_the_matmuls_in_bf16_on_cpu(titles_file, tmp_path):
 
 
 def test_amp_is_the_faster_of_the_two_measured_and_the_flags_override_it(titles_file, tmp_path, monkeypatch):
-    def timer(seconds):  # a fake clock: each dtype takes the time given
-        return lambda shapes, dtype, device: seconds[dtype]
+    def timer(seconds):  # a fake clock: each dtype takes the time given (the first look's 256^3: a thousandth)
+        return lambda shapes, dtype, device: seconds[dtype] * (1e-3 if shapes == [(256, 256, 256)] else 1)
     fp32, bf16 = torch.float32, torch.bfloat16
     assert speed.measure_amp("cpu", 8, 50, 64, timer=timer({fp32: 0.2, bf16: 0.1})) == \
         (True, {"fp32": [0.2] * 3, "bf16": [0.1] * 3, "of": "the model's"})
@@ -1581,6 +1581,9 @@ def test_amp_is_the_faster_of_the_two_measured_and_the_flags_override_it(titles_
         return {fp32: 0.1, bf16: 2.0}[dtype]
     assert speed.measure_amp("cpu", 8, 50, 64, timer=emulated) == (False, {"fp32": [0.1], "bf16": [2.0], "of": "256^3"})
     assert shapes_seen == [[(256, 256, 256)]] * 6
+    # a busy machine slows the fp32 product too (3 ms): bf16 is 8x behind, but at 1.3 GFLOP/s no bf16 unit's
+    assert speed.measure_amp("cpu", 8, 51, 64, timer=timer({fp32: 3.0, bf16: 25.0})) == \
+        (False, {"fp32": [0.003], "bf16": [0.025], "of": "256^3"})
     def no_bf16(shapes, dtype, device):  # a device whose bf16 matmul raises (an older MPS): fp32, said so
         if dtype == bf16:
             raise RuntimeError("bf16 matmul not supported")
@@ -1618,6 +1621,25 @@ def test_compile_warm_up_leaves_every_generator_where_it_was(monkeypatch):
     before = torch.get_rng_state()
     runner, compiled = speed.compile_with_warm_up(model, "cpu", 2, TINY.block_size, amp=False)
     assert compiled and torch.equal(torch.get_rng_state(), before)
+
+
+def test_compile_is_kept_only_where_it_times_faster_than_eager(monkeypatch):
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model: compile_(model, backend="eager"))  # fast; dropout still draws
+    model = tiny_model(config=dataclasses.replace(TINY, dropout=0.1))
+    for eager_s, kept in ((1.0, True), (0.5, False)):  # the compiled pass takes 0.8 s
+        runner, compiled, times = speed.compile_if_faster(model, "cpu", 2, TINY.block_size, amp=False,
+                                                          timer=lambda m: eager_s if m is model else 0.8)
+        assert compiled == kept and (runner is model) == (not kept)
+        assert times == {"compiled": [0.8] * 2, "eager": [eager_s] * 2}
+    timed = []  # --compile typed: compiled, nothing timed
+    runner, compiled, times = speed.compile_if_faster(model, "cpu", 2, TINY.block_size, amp=False, measure=False,
+                                                      timer=timed.append)
+    assert compiled and runner is not model and times is None and timed == []
+    before = torch.get_rng_state()  # timed for real: no dropout mask drawn, no gradient left behind
+    _, _, times = speed.compile_if_faster(model, "cpu", 2, TINY.block_size, amp=False)
+    assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in model.parameters())
+    assert len(times["compiled"]) == len(times["eager"]) == 2 and min(times["eager"]) > 0
 
 
 @pytest.mark.skipif(not speed.can_compile("cpu"), reason="compiling needs a C++ compiler")

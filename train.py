@@ -227,22 +227,23 @@ def run(callback=None, **config):
     step, best, val, val_step = restore(resume, raw_model, opt) if resume else (0, math.inf, math.nan, None)
     # three views of one set of weights: raw_model is saved and sampled, net (compiled where it pays) is
     # evaluated, model (net, wrapped by DDP on N processes) is trained
-    net, compiled = speed.compile_with_warm_up(raw_model, device, B // world, T, chosen.amp) if chosen.compile \
-        else (raw_model, False)
+    net, compiled, compile_times = (raw_model, False, None) if not chosen.compile else speed.compile_if_faster(
+        raw_model, device, B // world, T, chosen.amp, measure=cfg["compile"] is None and world == 1)  # or typed
     model = net
     if world > 1:  # one model on N processes: DDP averages the gradients in every backward pass
         torch.manual_seed(cfg["seed"] + rank)  # each process its own dropout masks
         model = DDP(net, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
     if resume:
         set_rng_state(resume["rng"], rank)
-    teacher = load_teacher(cfg, data, device, chosen.amp, chosen.compile, B // world) if cfg["teacher"] else None
+    teacher = load_teacher(cfg, data, device, chosen.amp, compiled, B // world) if cfg["teacher"] else None
     flops_per_token = speed.step_flops_per_token(raw_model, cfg["opt"], teacher)
     peak = speed.all_sum(chosen.peak, device, world)  # MFU's yardstick: all devices' fastest matmul, FLOP/s
 
     files.log_start(cfg, resume, data, plan, raw_model, step, PRESETS.get(cfg["preset"], {}), dict(
-        device=device, amp=chosen.amp, amp_times_s=chosen.amp_times, compiled=compiled, fast_modules=fast_modules,
-        freed_memory_kept=chosen.freed_memory_kept, processes=world, matmul_peak_gflop_per_s=peak / 1e9,
-        matmul_peak_dtype=chosen.peak_dtype, versions=versions()), RESUME_MAY_CHANGE, say)
+        device=device, amp=chosen.amp, amp_times_s=chosen.amp_times, compiled=compiled, compile_times_s=compile_times,
+        fast_modules=fast_modules, freed_memory_kept=chosen.freed_memory_kept, processes=world,
+        matmul_peak_gflop_per_s=peak / 1e9, matmul_peak_dtype=chosen.peak_dtype, versions=versions()),
+        RESUME_MAY_CHANGE, say)
 
     def evaluate():
         """Validation loss in nats/char, in fp32 whatever --amp (the metric must not depend on the machine);
@@ -382,7 +383,7 @@ def build_parser():
     g.add_argument("--seed", type=int, default=1337, help="seed for init, data order and dropout")
     g.add_argument("--device", default="auto", choices=speed.DEVICES, help="auto: CUDA, then MPS, then CPU")
     g.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
-                   help="torch.compile the model (default: on CUDA, and on CPU with a C++ compiler)")
+                   help="torch.compile the model (default: where it works and times faster; log: compile_times_s)")
     g.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction, help="bf16 autocast (default: "
                    "where timing the model's matrix products at start-up finds it faster; log: amp_times_s)")
     g.add_argument("--out_dir", default="runs", help="folder that holds one folder per run")
