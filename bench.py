@@ -10,8 +10,8 @@ bench.py: every speed number of nanorun, measured one way, in one place.
                                                 # nanorun's step beside the original's and nanoGPT's, interleaved
 
 `step` and `model` build the model the way train.py does (speed.use_fast_modules, the same process-wide
-settings, torch.compile with its warm-up, bf16 where it is measured faster) and time it on random tokens. They print the median step and the
-fastest one: the fastest is the one least disturbed by other work on the machine.
+settings, torch.compile and bf16 where they are measured faster) and time it on random tokens. They print
+the median step and the fastest one: the fastest is the one least disturbed by other work on the machine.
 """
 
 import __future__
@@ -41,25 +41,27 @@ SHAPES = {  # the study's two small shapes (steps 6 and 5), vocab 4000, block 64
 }
 
 
-def build(config, device, compile, amp, batch_size):
-    """The model as train.run() builds it: fast modules swapped in, compiled with a warm-up when asked."""
+def build(config, device, compile, amp, batch_size, measure=False):
+    """The model as train.run() builds it: fast modules swapped in, compiled with a warm-up when asked (with
+    `measure`: kept compiled only where that times faster, as train.py does unless --compile is typed)."""
     torch.manual_seed(1337)
     model = GPT(config).to(device)
     speed.use_fast_modules(model, device)
     runner, compiled = model, False
     if compile:
-        runner, compiled = speed.compile_with_warm_up(model, device, batch_size, config.block_size, amp)
+        runner, compiled, _ = speed.compile_if_faster(model, device, batch_size, config.block_size, amp, measure)
     return model, runner, compiled
 
 
 def training_step(args, device, shape, opt_name):
     """train.train_step on random tokens, set up as train.run() sets it up: the same process-wide settings,
-    compile where it works, bf16 where it is measured faster, the optimizer as train.py builds it.
+    compile and bf16 where they are measured faster, the optimizer as train.py builds it.
     Returns (config, the choices of speed.choose, the model, compiled or not, step: one step, its loss)."""
     config = dataclasses.replace(SHAPES[shape], dropout=args.dropout)
     chosen = speed.choose(device, args.amp, args.compile, config.d_model, config.vocab_size,
                           args.batch_size * config.block_size)
-    model, runner, compiled = build(config, device, chosen.compile, chosen.amp, args.batch_size)
+    model, runner, compiled = build(config, device, chosen.compile, chosen.amp, args.batch_size,
+                                    measure=args.compile is None)
     opt = optim.build_optimizer(opt_name, model, lr=1e-4, weight_decay=0.01,
                                 rho=0.05 if opt_name in ("sam", "asam") else None,
                                 ns_dtype=torch.bfloat16 if chosen.amp else None)  # as train.py
@@ -348,8 +350,8 @@ def main():
     p.add_argument("--top", type=int, default=20, help="`profile`: operators to list")
     p.add_argument("--only", choices=VERSUS, default=None, help="`versus`: time this candidate alone")
     args = p.parse_args()
-    if args.shape == "all" and args.what == "step":
-        p.error("`step` times one shape: pass --shape 2.56M or 12M")
+    if args.shape == "all" and args.what in ("step", "profile", "versus"):
+        p.error(f"`{args.what}` times one shape: pass --shape 2.56M or 12M")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = speed.pick_device(args.device)

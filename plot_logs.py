@@ -199,17 +199,20 @@ def held_out_loss(run):
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in f if line[0] == "|"]
-            ckpt, test, val = (rows[0].index(k) for k in ("checkpoint", "test loss (nats/char)", "val loss"))
+            columns = ("checkpoint", "test loss (nats/char)", "val loss")
+            if not rows or not set(columns) <= set(rows[0]):
+                continue  # not evaluate.py's table, or an empty file: nothing was scored
+            ckpt, test, val = map(rows[0].index, columns)
             for row in rows[2:]:
                 if (os.path.basename(os.path.dirname(row[ckpt].rstrip(" *"))) == run["name"]
                         and row[val] == f"{final_val_loss(run) or 0:.4f}"):
                     return float(row[test])
     return None
 
-def group_test(group):
-    """A group's held-out test loss (held_out_loss) over the seeds evaluated, or "-"."""
-    tests = [t for t in map(held_out_loss, group) if t is not None]
-    return mean_spread(tests) + f" ({len(tests)} of {len(group)} seeds)" * (len(tests) < len(group)) if tests else "-"
+def group_test(tests):
+    """A group's held-out test loss over the seeds evaluated, from its runs' held_out_loss (None: not evaluated)."""
+    tests, n = [t for t in tests if t is not None], len(tests)
+    return mean_spread(tests) + f" ({len(tests)} of {n} seeds)" * (len(tests) < n) if tests else "-"
 
 # -----------------------------------------------------------------------------
 # the figure
@@ -303,14 +306,15 @@ def time_to_cell(group, target):
 
 def ablation_table(groups, labels, target=None):
     """An ablation: a row per recipe (group_runs) named by `labels` (recipe_labels); with a `target`, the time to it."""
-    held_out = any(map(held_out_loss, sum(groups, [])))  # a column of its own where any run was evaluated
+    tests = [list(map(held_out_loss, group)) for group in groups]
+    held_out = any(t is not None for row in tests for t in row)  # a column of its own where any run was evaluated
     header, rows = ["#", "change", "val loss"] + ["held-out test"] * held_out + \
         ["seeds", "params", "mean time", "device"], []
-    for i, (group, label) in enumerate(zip(groups, labels), start=1):
+    for i, (group, label, row_tests) in enumerate(zip(groups, labels, tests), start=1):
         times = [t for t in map(run_time, group) if t is not None]  # the others' clocks are not known
         mean_time = (seconds(sum(times) / len(times)) if times else "-") + \
             f" ({len(times)} of {len(group)} seeds)" * (0 < len(times) < len(group))
-        rows.append([str(i), label, group_val(group)] + [group_test(group)] * held_out +
+        rows.append([str(i), label, group_val(group)] + [group_test(row_tests)] * held_out +
                     [str(len(group)), _g(group[0]["config"].get("n_params")),
                      mean_time, ", ".join(sorted({device_name(run["config"]) for run in group}))]
                     + [time_to_cell(group, target)] * bool(target))

@@ -54,7 +54,7 @@ SPACE = {
 }
 SGD_LR = ("log", 1e-3, 1.0)               # plain SGD needs a far larger step than Adam-style optimizers
 RHO = {"sam": ("log", 0.01, 0.3), "asam": ("log", 0.1, 3.0)}
-FREE = (train.RESUME_MAY_CHANGE - {"data"}) | {"amp"}  # settings that do not change what a run learns
+FREE = (train.RESUME_MAY_CHANGE - {"data", "max_steps"}) | {"amp"}  # settings that leave what a run learns
 
 
 def search_space(cfg, fixed):
