@@ -349,8 +349,8 @@ def compile_with_warm_up(model, device, batch_size, block_size, amp, frozen=Fals
 
 
 def compile_if_faster(model, device, batch_size, block_size, amp, measure=True, repeats=2, timer=None):
-    """compile_with_warm_up, then (with `measure`) keep the compiled model only if its forward and backward
-    pass beats the eager model's on a batch of the training shape: best of `repeats`, the two alternated
+    """compile_with_warm_up, then (with `measure`) keep the compiled model unless the eager model's forward and
+    backward pass beats it by over 5% on a batch of the training shape: best of `repeats`, the two alternated
     (~3 s for the 2.56M model on a 2-core CPU without bf16 units). Returns (the model to call, whether
     compiled, the times for the log)."""
     compiled, ok = compile_with_warm_up(model, device, batch_size, block_size, amp)
@@ -371,7 +371,9 @@ def compile_if_faster(model, device, batch_size, block_size, amp, measure=True, 
             times["compiled"].append(timer(compiled))
             times["eager"].append(timer(model))
     model.zero_grad(set_to_none=True)
-    faster = min(times["compiled"]) <= min(times["eager"])
+    # compiled unless eager wins by over 5%: a busy machine's noise is larger than a small margin (on a loaded
+    # 2-core CPU eager once timed 3% faster, where compiled is 10-16% faster when quiet: NOTES.md, 2026-12-07)
+    faster = min(times["compiled"]) <= 1.05 * min(times["eager"])
     return compiled if faster else model, faster, {k: [round(t, 4) for t in v] for k, v in times.items()}
 
 

@@ -1627,7 +1627,7 @@ def test_compile_is_kept_only_where_it_times_faster_than_eager(monkeypatch):
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model: compile_(model, backend="eager"))  # fast; dropout still draws
     model = tiny_model(config=dataclasses.replace(TINY, dropout=0.1))
-    for eager_s, kept in ((1.0, True), (0.5, False)):  # the compiled pass takes 0.8 s
+    for eager_s, kept in ((1.0, True), (0.78, True), (0.5, False)):  # compiled 0.8 s; eager must win by 5%
         runner, compiled, times = speed.compile_if_faster(model, "cpu", 2, TINY.block_size, amp=False,
                                                           timer=lambda m: eager_s if m is model else 0.8)
         assert compiled == kept and (runner is model) == (not kept)
