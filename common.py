@@ -40,25 +40,20 @@ def atomic_file(path):
             os.remove(tmp)
 
 
-def typed_flags(parser, argv=None, known_only=False):
+def typed_flags(parser, argv=None):
     """The flags typed on the command line, as {dest: value}, without the defaults argparse fills in.
 
     argparse sets a default only for an attribute the namespace lacks, so a namespace pre-filled with
     a marker keeps the marker wherever nothing was typed. Typed flags are the ones that may override a
-    preset or a checkpoint. known_only: also return the arguments this parser did not know.
+    preset or a checkpoint.
 
     >>> p = argparse.ArgumentParser(); _ = p.add_argument("--lr", type=float, default=1.0)
     >>> typed_flags(p, []), typed_flags(p, ["--lr", "2"])
     ({}, {'lr': 2.0})
     """
     unset = object()
-    ns = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"})
-    if known_only:
-        ns, rest = parser.parse_known_args(argv, ns)
-    else:
-        ns, rest = parser.parse_args(argv, ns), []
-    typed = {k: v for k, v in vars(ns).items() if v is not unset}
-    return (typed, rest) if known_only else typed
+    ns = parser.parse_args(argv, argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != "help"}))
+    return {k: v for k, v in vars(ns).items() if v is not unset}
 
 
 def seconds(t):
