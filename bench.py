@@ -58,10 +58,10 @@ def training_step(args, device, shape, opt_name):
     compile and bf16 where they are measured faster, the optimizer as train.py builds it.
     Returns (config, the choices of speed.choose, the model, compiled or not, step: one step, its loss)."""
     config = dataclasses.replace(SHAPES[shape], dropout=args.dropout)
-    chosen = speed.choose(device, args.amp, args.compile, config.d_model, config.vocab_size,
-                          args.batch_size * config.block_size)
-    model, runner, compiled = build(config, device, chosen.compile, chosen.amp, args.batch_size,
-                                    measure=args.compile is None)
+    compile = speed.can_compile(device) if args.compile is None else args.compile
+    speed.set_up_process(device, compile)
+    chosen = speed.choose(device, args.amp, config.d_model, config.vocab_size, args.batch_size * config.block_size)
+    model, runner, compiled = build(config, device, compile, chosen.amp, args.batch_size, measure=args.compile is None)
     opt = optim.build_optimizer(opt_name, model, lr=1e-4, weight_decay=0.01,
                                 rho=0.05 if opt_name in ("sam", "asam") else None,
                                 ns_dtype=torch.bfloat16 if chosen.amp else None)  # as train.py

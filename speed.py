@@ -4,9 +4,10 @@ fast there. gpt.py and train.py read as the textbook; everything that depends on
 
     device = pick_device("auto")            # CUDA, then MPS, then CPU
     rank, world = start_processes(device)    # under torchrun: join the process group (DDP)
-    chosen = choose(device, None, None, d_model=192, vocab_size=4000, rows=4096)
-    # ^ the process-wide settings, made once; compile where it works; bf16 or fp32 timed on the model's
-    #   own matrix shapes, not guessed (chosen.amp, chosen.amp_times); MFU's yardstick (chosen.peak)
+    set_up_process(device, compile=can_compile(device))  # settings of the whole process: the caller's, once
+    chosen = choose(device, None, d_model=192, vocab_size=4000, rows=4096)
+    # ^ bf16 or fp32 timed on the model's own matrix shapes, not guessed (chosen.amp, chosen.amp_times);
+    #   MFU's yardstick (chosen.peak)
     use_fast_modules(model, device)          # fused attention on GPUs, cheaper dropout masks on CPU
     model, compiled, times = compile_if_faster(model, device, batch_size, block_size, chosen.amp)
     # ^ compiled where that was faster, timed on a training batch (times)
@@ -243,16 +244,15 @@ def step_flops_per_token(model, opt_name, teacher=None):
     return passes * model.flops_per_token() + (teacher.flops_per_token() / 3 if teacher is not None else 0)
 
 
-def choose(device, amp, compile, d_model, vocab_size, rows):
-    """The settings for this machine, made once: the process-wide ones (set_up_process), compile or not
-    (None: where it works), bf16 or fp32 (None: measured by measure_amp), and MFU's yardstick. Returns
-    what was chosen, with the times bf16 was chosen on, for the log."""
-    compile = can_compile(device) if compile is None else compile
-    freed_memory_kept = set_up_process(device, compile)  # before any timing: TF32 on CUDA
+def choose(device, amp, d_model, vocab_size, rows, world=1):
+    """bf16 or fp32 (amp None: measured by measure_amp; under torchrun bf16 only where every process found it
+    faster, so that all run in one precision) and MFU's yardstick, timed after set_up_process (TF32 on CUDA).
+    Returns what was chosen, with the times bf16 was chosen on, for the log."""
     amp, amp_times = (amp, None) if amp is not None else measure_amp(device, d_model, vocab_size, rows)
+    if world > 1:
+        amp = all_sum(float(amp), device, world) == world
     peak, peak_dtype = matmul_peak(device)
-    return SimpleNamespace(amp=amp, amp_times=amp_times, compile=compile, peak=peak, peak_dtype=peak_dtype,
-                           freed_memory_kept=freed_memory_kept)
+    return SimpleNamespace(amp=amp, amp_times=amp_times, peak=peak, peak_dtype=peak_dtype)
 
 
 # ----------------------------------------------------------------------------------------------

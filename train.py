@@ -44,8 +44,8 @@ from gpt import GPT, GPTConfig, sample_titles, visible
 
 # ----------------------------------------------------------------------------------------------
 # The study, one preset per step (its Table 1; study_val_loss: the study's number, logged beside nanorun's).
-# Each key is a flag of train.py (build_parser, at the end of this file, says what each does); any flag
-# typed on the command line overrides the preset.
+# Each key of a preset's flags is a flag of train.py (build_parser, near the end, says what each does); any
+# flag typed on the command line overrides the preset.
 
 # the study's 27M model, steps 0-4
 _BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000, weight_decay=0.0,
@@ -56,7 +56,7 @@ _SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, 
 # steps 3-4: the 27M model with warm-up and cosine decay
 _COSINE = dict(weight_decay=0.01, schedule="cosine", warmup_ratio=0.1, dropout=0.153, lr=5e-4, rho=0.05)
 # what both nanorun presets change in the study's recipe (NOTES.md); each sets its own shape and dropout
-_NANORUN = dict(within_title=True, rope=True, opt="muon", lr=3e-3, weight_decay=0.2, epochs=5, schedule="wsd",
+_NANORUN = dict(within_title=True, rope=True, opt="muon", lr=3e-3, weight_decay=0.2, schedule="wsd",
                 window_offsets=True)
 PRESETS = {
     "step0": dict(change="baseline: SGD, constant lr", study_val_loss=1.7533,
@@ -78,10 +78,9 @@ PRESETS = {
     # at step 5's shape and dropout, 5 epochs (a sixth was not measured there).
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
                     "positions, window offsets", study_val_loss=None,
-                    flags=dict(_SMALL, **_NANORUN) | dict(n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6)),
-    # (| rather than keywords: epochs=6 replaces _NANORUN's 5; a repeated keyword would be an error)
+                    flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6)),
     "nanorun12m": dict(change="nanorun's recipe, 5 epochs, at step 5's shape and dropout", study_val_loss=None,
-                       flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051)),
+                       flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, epochs=5)),
 }
 
 
@@ -113,7 +112,7 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distil
     if teacher is not None:                           # frozen: one forward pass serves w and w + e(w)
         with torch.no_grad(), speed.autocast(device, amp):
             p_teacher = F.softmax(teacher(x)[0].float(), dim=-1)
-    with speed.autocast(device, amp):
+    with speed.autocast(device, amp):                 # bf16 matrix products when amp, else nothing changes
         ce, loss = training_loss(model, x, y, p_teacher, distill)
     loss.backward()
     sharpness_aware = isinstance(opt, optim.SAM)
@@ -122,7 +121,7 @@ def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distil
         with speed.autocast(device, amp):
             _, loss_at_e = training_loss(model, x, y, p_teacher, distill)
         loss_at_e.backward()                          # the gradient at w + e(w)
-    if grad_clip > 0:  # SAM/ASAM: the gradient at w + e only (first_step divided the first by its norm)
+    if grad_clip > 0:  # SAM/ASAM: clips the gradient at w + e(w), the one the step uses
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if sharpness_aware:
         opt.second_step()                             # back to w, then the base optimizer steps
@@ -177,7 +176,6 @@ def plan_steps(cfg, train_tokens, start=0):
 
 def build_model(cfg, tok, device, amp):
     """The model (gpt.py) with the device's fast modules swapped in, and its optimizer (optim.py)."""
-    torch.manual_seed(cfg["seed"])  # the same initial weights in every process; also seeds CUDA and MPS
     mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                       n_head=cfg["n_head"], d_model=cfg["d_model"], dropout=cfg["dropout"], rope=cfg["rope"],
                       within_title=cfg["within_title"], eos_id=tok.eos_id)
@@ -221,19 +219,24 @@ def run(callback=None, **config):
     tok_sha = files.add_tokenizer(data.tok_path, resume)
 
     # ---- model and optimizer, on this machine
-    amp = cfg["amp"] if cfg["amp"] is not None else resume.get("amp") if resume else None  # resumed: kept
-    chosen = speed.choose(device, amp, cfg["compile"], cfg["d_model"], cfg["vocab_size"], B // world * T)
+    compile = speed.can_compile(device) if cfg["compile"] is None else cfg["compile"]
+    freed_memory_kept = speed.set_up_process(device, compile)  # settings of the whole process (why: speed.py)
+    amp = resume.get("amp") if resume and cfg["amp"] is None else cfg["amp"]  # None: timed; resumed: its own
+    chosen = speed.choose(device, amp, cfg["d_model"], cfg["vocab_size"], B // world * T, world)
+    torch.manual_seed(cfg["seed"])  # the same initial weights in every process; also seeds CUDA and MPS
     raw_model, opt, fast_modules = build_model(cfg, data.tok, device, chosen.amp)
+    # step: updates done; val: the last validation loss (at val_step); best: the lowest so far
     step, best, val, val_step = restore(resume, raw_model, opt) if resume else (0, math.inf, math.nan, None)
     # three views of one set of weights: raw_model is saved and sampled, net (compiled where it pays) is
-    # evaluated, model (net, wrapped by DDP on N processes) is trained
-    net, compiled, compile_times = (raw_model, False, None) if not chosen.compile else speed.compile_if_faster(
-        raw_model, device, B // world, T, chosen.amp, measure=cfg["compile"] is None and world == 1)  # or typed
+    # evaluated, model (net, wrapped by DDP on N processes) is trained. Compiled or eager is timed unless
+    # --compile was typed; under torchrun each process would time alone, so there it compiles wherever it can.
+    net, compiled, compile_times = (raw_model, False, None) if not compile else speed.compile_if_faster(
+        raw_model, device, B // world, T, chosen.amp, measure=cfg["compile"] is None and world == 1)
     model = net
     if world > 1:  # one model on N processes: DDP averages the gradients in every backward pass
         torch.manual_seed(cfg["seed"] + rank)  # each process its own dropout masks
         model = DDP(net, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
-    if resume:
+    if resume:  # after the seeding above: a resumed run draws on from where its checkpoint left off
         set_rng_state(resume["rng"], rank)
     teacher = load_teacher(cfg, data, device, chosen.amp, compiled, B // world) if cfg["teacher"] else None
     flops_per_token = speed.step_flops_per_token(raw_model, cfg["opt"], teacher)
@@ -241,13 +244,13 @@ def run(callback=None, **config):
 
     files.log_start(cfg, resume, data, plan, raw_model, step, PRESETS.get(cfg["preset"], {}), dict(
         device=device, amp=chosen.amp, amp_times_s=chosen.amp_times, compiled=compiled, compile_times_s=compile_times,
-        fast_modules=fast_modules, freed_memory_kept=chosen.freed_memory_kept, processes=world,
+        fast_modules=fast_modules, freed_memory_kept=freed_memory_kept, processes=world,
         matmul_peak_gflop_per_s=peak / 1e9, matmul_peak_dtype=chosen.peak_dtype, versions=versions()),
         RESUME_MAY_CHANGE, say)
 
     def evaluate():
         """Validation loss in nats/char, in fp32 whatever --amp (the metric must not depend on the machine);
-        under DDP each process scores a share of the batches."""
+        under DDP each process scores a share of the batches. Returns True when `callback` asks to stop."""
         nonlocal best, val, val_step
         nats = speed.all_sum(stream_nats(net, data.val_stream, T, B, device, shard=(rank, world),
                                          progress=cfg["progress"] and main_process), device, world)
