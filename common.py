@@ -26,6 +26,10 @@ class ConfigError(ValueError):
     and what to do. The command-line scripts print it as one line and exit with status 1."""
 
 
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite (train.py stops the run and says so in one line)."""
+
+
 @contextlib.contextmanager
 def atomic_file(path):
     """Yield a temporary name beside `path`; when the block ends without an error, rename it to `path`.

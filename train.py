@@ -36,7 +36,7 @@ import speed
 from checkpoint import (RESUME_MAY_CHANGE, RunFiles, catch_stop_signals, check_config, check_resume_data,
                         check_resume_flags, check_writable, checkpoint_path, load_checkpoint, restore, rng_states,
                         save_state, set_rng_state, versions)
-from common import ConfigError, HelpFormatter, typed_flags
+from common import ConfigError, Diverged, HelpFormatter, typed_flags
 from dataset import (get_tokenizer, read_titles, split_titles, stream_nats, text_chars, title_stream,
                      train_batches, titles_sha256)
 from evaluate import load_teacher
@@ -186,10 +186,6 @@ def build_model(cfg, tok, device, amp):
                                 rho=cfg["rho"] if cfg["opt"] in ("sam", "asam") else None,
                                 ns_dtype=torch.bfloat16 if amp else None)  # Muon: bf16 Newton-Schulz under autocast
     return model, opt, fast_modules
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def run(callback=None, **config):
