@@ -3,7 +3,8 @@ gpt.py: a compact GPT-2, the model a learner reads first.
 
 Token and learned position embeddings, then n_layer pre-LayerNorm transformer blocks (causal
 self-attention, then a GELU MLP of 4x width), a final LayerNorm and an output head that shares its
-weights with the token embedding. Ideas from Radford et al. 2019 (GPT-2) and Vaswani et al. 2017
+weights with the token embedding. Options beyond GPT-2: rotary positions, title-local attention and a
+gate on each attention head's output. Ideas from Radford et al. 2019 (GPT-2) and Vaswani et al. 2017
 (attention); GPT-2's parameter names (wte, wpe, c_attn, c_proj, c_fc, ln_f, lm_head).
 
     model = GPT(GPTConfig(vocab_size=4000, block_size=64, n_layer=4, n_head=3, d_model=192))
@@ -35,6 +36,7 @@ class GPTConfig:
     rope: bool = False      # rotary position embeddings (Su et al. 2021) instead of the learned table wpe
     within_title: bool = False  # attend only within a title; positions restart at every title
     eos_id: int = -1        # the token that starts every title of the stream (needed by within_title)
+    attn_gate: bool = False  # scale each head's output by a sigmoid gate read from the block's input
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -93,6 +95,9 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.attend = ScaledDotProductAttention(config.dropout)
+        # output gate (Qiu et al. 2025): per token, each head's output times sigmoid(x W_g + b_g), one number
+        # per head; a head can say "nothing for this token" instead of spending its attention somewhere
+        self.gate = nn.Linear(config.d_model, config.n_head, bias=config.bias) if config.attn_gate else None
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, pos, mask=None):
@@ -105,6 +110,8 @@ class CausalSelfAttention(nn.Module):
         if self.rope:
             q, k = rotate(q, pos), rotate(k, pos)     # positions enter here instead of through wpe
         y = self.attend(q, k, v, mask)                # (B, nh, T, hs)
+        if self.gate is not None:
+            y = y * torch.sigmoid(self.gate(x)).transpose(1, 2)[..., None]  # (B, nh, T, 1): one gate a head
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 

@@ -1471,8 +1471,9 @@ def test_preset_flags_and_overrides():
     for name, p in train.PRESETS.items():
         c = train.resolve_config({"preset": name})
         n = GPT(GPTConfig(vocab_size=c["vocab_size"], block_size=c["block_size"], n_layer=c["n_layer"],
-                          n_head=c["n_head"], d_model=c["d_model"], rope=c["rope"])).num_params()
-        assert n == {"step5": 12_208_128, "step6": 2_560_128, "nanorun": 2_547_840,  # rotary: no position table
+                          n_head=c["n_head"], d_model=c["d_model"], rope=c["rope"],
+                          attn_gate=c["attn_gate"])).num_params()
+        assert n == {"step5": 12_208_128, "step6": 2_560_128, "nanorun": 2_550_156,  # rotary: no position table
                      "nanorun12m": 12_183_552}.get(name, 27_172_864)
 
 
@@ -1503,6 +1504,28 @@ def test_logged_val_loss_is_nats_per_character_by_hand(titles_file, tmp_path):
             logp = model(torch.tensor([ids[s:s + len(targets)]]))[0][0].log_softmax(-1)
             nats -= sum(logp[i, t].item() for i, t in enumerate(targets))
     assert logged == pytest.approx(nats / len("<eos>".join(val) + "<eos>"), rel=1e-5)
+
+
+def test_attention_gate_scales_each_heads_output_by_its_sigmoid():
+    torch.manual_seed(0)
+    plain = GPT(TINY)
+    gated = GPT(dataclasses.replace(TINY, attn_gate=True))
+    gated.load_state_dict(plain.state_dict(), strict=False)  # the same weights; the gates are the only new ones
+    assert sorted(set(gated.state_dict()) - set(plain.state_dict())) == \
+        [f"h.{i}.attn.gate.{p}" for i in range(TINY.n_layer) for p in ("bias", "weight")]
+    x, _ = random_batch(3)
+    for block in gated.h:  # gates wide open (sigmoid(30) = 1 - 1e-13): the plain model
+        torch.nn.init.zeros_(block.attn.gate.weight)
+        torch.nn.init.constant_(block.attn.gate.bias, 30.0)
+    assert torch.allclose(gated(x)[0], plain(x)[0], atol=1e-5)
+    hs = TINY.d_model // TINY.n_head  # head 0 shut in every block: as if its values were all zero
+    for block_g, block_p in zip(gated.h, plain.h):
+        block_g.attn.gate.bias.data[0] = -30.0
+        with torch.no_grad():
+            block_p.attn.c_attn.weight[2 * TINY.d_model:2 * TINY.d_model + hs] = 0.0
+            block_p.attn.c_attn.bias[2 * TINY.d_model:2 * TINY.d_model + hs] = 0.0
+    assert torch.allclose(gated(x)[0], plain(x)[0], atol=1e-5)
+    assert gated.num_params() == plain.num_params() + TINY.n_layer * (TINY.d_model + 1) * TINY.n_head
 
 
 def test_rope_turns_channel_pairs_by_hand_computed_angles():
@@ -2225,10 +2248,11 @@ def test_readme_tables_are_what_plot_logs_prints_from_the_records(capsys, monkey
 
 
 def test_the_nanorun_presets_cut_windows_elsewhere_each_epoch():
-    settings = lambda preset: {k: train.resolve_config({"preset": preset})[k] for k in ("window_offsets", "epochs")}
-    assert settings("nanorun") == {"window_offsets": True, "epochs": 6}
-    assert settings("nanorun12m") == {"window_offsets": True, "epochs": 5}
-    assert settings("step6") == {"window_offsets": False, "epochs": 7}  # the study's steps: as the study ran
+    settings = lambda preset: {k: train.resolve_config({"preset": preset})[k] for k in ("window_offsets", "epochs",
+                                                                                       "attn_gate")}
+    assert settings("nanorun") == {"window_offsets": True, "epochs": 6, "attn_gate": True}
+    assert settings("nanorun12m") == {"window_offsets": True, "epochs": 5, "attn_gate": False}
+    assert settings("step6") == {"window_offsets": False, "epochs": 7, "attn_gate": False}  # as the study ran
 
 
 def test_search_space_holds_the_untuned_recipe():

@@ -74,11 +74,13 @@ PRESETS = {
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
     # Beyond the study (NOTES.md has the measurements): Muon with a larger lr than AdamW's (3e-3, tuned at
     # 12.2M) and wd 0.2; the lr held until the last 20% of the steps (WSD), which overfits less than the cosine;
-    # windows cut elsewhere each epoch (--window_offsets), which lets a sixth epoch help. nanorun12m: the recipe
-    # at step 5's shape and dropout, 5 epochs (a sixth was not measured there).
+    # windows cut elsewhere each epoch (--window_offsets), which lets a sixth epoch help; a gate on each attention
+    # head's output (--attn_gate). nanorun12m: the recipe at step 5's shape and dropout, 5 epochs (a sixth epoch
+    # and the gate were not measured there).
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
-                    "positions, window offsets", study_val_loss=None,
-                    flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6)),
+                    "positions, window offsets, gated attention", study_val_loss=None,
+                    flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6,
+                               attn_gate=True)),
     "nanorun12m": dict(change="nanorun's recipe, 5 epochs, at step 5's shape and dropout", study_val_loss=None,
                        flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, epochs=5)),
 }
@@ -178,7 +180,8 @@ def build_model(cfg, tok, device, amp):
     """The model (gpt.py) with the device's fast modules swapped in, and its optimizer (optim.py)."""
     mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                       n_head=cfg["n_head"], d_model=cfg["d_model"], dropout=cfg["dropout"], rope=cfg["rope"],
-                      within_title=cfg["within_title"], eos_id=tok.eos_id)
+                      within_title=cfg["within_title"], eos_id=tok.eos_id,
+                      attn_gate=cfg["attn_gate"])
     model = GPT(mconf).to(device)
     fast_modules = speed.use_fast_modules(model, device)
     opt = optim.build_optimizer(cfg["opt"], model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
@@ -353,6 +356,8 @@ def build_parser():
                    help="rotary position embeddings (Su et al. 2021) instead of a learned position table")
     g.add_argument("--within_title", default=False, action=argparse.BooleanOptionalAction,
                    help="attend only within a title, not across <eos>; positions restart at each title")
+    g.add_argument("--attn_gate", default=False, action=argparse.BooleanOptionalAction,
+                   help="scale each attention head's output by a sigmoid gate read from the block's input")
     g = p.add_argument_group("optimization")
     g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
     g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
