@@ -347,7 +347,7 @@ def compile_with_warm_up(model, device, batch_size, block_size, amp, frozen=Fals
 def compile_if_faster(model, device, batch_size, block_size, amp, measure=True, repeats=2, timer=None):
     """compile_with_warm_up, then (with `measure`) keep the compiled model unless the eager model's forward and
     backward pass beats it by over 5% on a batch of the training shape: best of `repeats`, the two alternated
-    (~3 s for the 2.56M model on a 2-core CPU without bf16 units). Returns (the model to call, whether
+    (~4 s for the 2.56M model on a 2-core CPU without bf16 units). Returns (the model to call, whether
     compiled, the times for the log)."""
     compiled, ok = compile_with_warm_up(model, device, batch_size, block_size, amp)
     if not (ok and measure):
