@@ -321,15 +321,20 @@ def can_compile(device):
     return device == "cuda" or (device == "cpu" and any(map(shutil.which, ("c++", "g++", "clang++"))))
 
 
+def zero_batch(batch_size, block_size, device):
+    """Inputs and targets of the training shape, all zeros, as two distinct tensors as in training: the compiled
+    graph is specialised on whether the targets are the inputs, so compiled(x, x) would build one training
+    never uses."""
+    x = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
+    return x, torch.zeros_like(x)
+
+
 def compile_with_warm_up(model, device, batch_size, block_size, amp, frozen=False):
     """torch.compile(model) and one forward+backward to build the graphs (frozen: a forward on inputs alone,
     without gradients, as distillation's teacher runs); eager (with a warning) if that fails. Returns (the
     model to call, whether it is compiled)."""
     compiled = torch.compile(model)
-    # two distinct tensors, as in training: the compiled graph is specialised on whether idx is targets,
-    # so warming up with compiled(x, x) would build a graph that training never uses
-    x = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
-    y = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
+    x, y = zero_batch(batch_size, block_size, device)
     try:  # the warm-up must not move any generator that draws dropout masks
         with generators_kept(device):
             with autocast(device, amp), torch.set_grad_enabled(not frozen):
@@ -352,8 +357,7 @@ def compile_if_faster(model, device, batch_size, block_size, amp, measure=True, 
     compiled, ok = compile_with_warm_up(model, device, batch_size, block_size, amp)
     if not (ok and measure):
         return compiled, ok, None
-    x = torch.zeros(batch_size, block_size, dtype=torch.long, device=device)
-    y = torch.zeros_like(x)  # distinct from x, as in training (the compiled graph is specialised on it)
+    x, y = zero_batch(batch_size, block_size, device)
 
     def forward_backward(m):
         with autocast(device, amp):
