@@ -319,12 +319,12 @@ def ablation_table(groups, labels, target=None):
                      mean_time, ", ".join(sorted({device_name(run["config"]) for run in group}))]
                     + [time_to_cell(group, target)] * bool(target))
     header += [f"time to {target:g}"] * bool(target)
-    notes = ["change: the row's preset and the flags in which it differs from the first row of that preset.",
-             "val loss: final validation loss in nats per character, mean ± spread (max − min) over a row's seeds "
-             "(one seed: its value); a difference between rows smaller than twice the spread is noise."]
-    notes += ["held-out test: the test loss evaluate.py printed for a run's last checkpoint (evaluate.txt beside "
-              "the logs), mean ± spread over the seeds evaluated."] * held_out
-    notes += [f"time to {target:g}: seconds from a run's start (tokenizer and compilation included) to its first "
+    notes = ["change: the row's preset, and the flags in which it differs from that preset's first row.",
+             "val loss: final validation loss, nats per character, mean ± spread (max − min) over the seeds; a "
+             "difference between rows under twice the spread is noise."]
+    notes += ["held-out test: evaluate.py's test loss of each run's last checkpoint (evaluate.txt beside the "
+              "logs), mean ± spread over the seeds evaluated."] * held_out
+    notes += [f"time to {target:g}: from a run's start (tokenizer and compilation included) to its first "
               f"evaluation at or below {target:g}, mean over the seeds that reached it."] * bool(target)
     n = sum(map(len, groups))
     title = f"ablation: {len(groups)} recipe{'s' * (len(groups) > 1)}, {n} run{'s' * (n > 1)}, {scale(sum(groups, []))}"

@@ -2048,11 +2048,10 @@ def test_ablation_table_one_row_per_recipe_mean_and_spread(tmp_path, capsys):
         "| 2 | step6 --opt adamw --rho 0.5 | 1.3200 ± 0.0400 | 2 | 2.56M | 2.0 min | cpu | 30 s |",
         "| 3 | step6 --lr 0.001 | 1.5000 * | 1 | 2.56M | 3.3 min | cpu | not reached |",
         "",
-        "change: the row's preset and the flags in which it differs from the first row of that preset.",
-        "val loss: final validation loss in nats per character, mean ± spread (max − min) over a row's seeds "
-        "(one seed: its value); "
-        "a difference between rows smaller than twice the spread is noise.",
-        "time to 1.41: seconds from a run's start (tokenizer and compilation included) to its first evaluation "
+        "change: the row's preset, and the flags in which it differs from that preset's first row.",
+        "val loss: final validation loss, nats per character, mean ± spread (max − min) over the seeds; "
+        "a difference between rows under twice the spread is noise.",
+        "time to 1.41: from a run's start (tokenizer and compilation included) to its first evaluation "
         "at or below 1.41, mean over the seeds that reached it.",
         "* unfinished: the run stopped before its last step (interrupted, diverged or --max_steps); "
         "its last evaluation is counted."]
