@@ -72,11 +72,9 @@ PRESETS = {
                   flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
-    # Beyond the study (NOTES.md has the measurements): Muon with a larger lr than AdamW's (3e-3, tuned at
-    # 12.2M) and wd 0.2; the lr held until the last 20% of the steps (WSD), which overfits less than the cosine;
-    # windows cut elsewhere each epoch (--window_offsets), which lets a sixth epoch help; a gate on each attention
-    # head's output (--attn_gate). nanorun12m: the recipe at step 5's shape and dropout, 5 epochs (a sixth epoch
-    # and the gate were not measured there).
+    # Beyond the study (NOTES.md has the measurements): Muon's lr 3e-3 was tuned at 12.2M; WSD overfits less than
+    # the cosine; windows cut elsewhere each epoch let a sixth epoch help. nanorun12m: the recipe at step 5's
+    # shape and dropout, 5 epochs (a sixth epoch and the gate were not measured there).
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
                     "positions, window offsets, gated attention", study_val_loss=None,
                     flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6,
@@ -445,14 +443,13 @@ def main(argv=None):
             dist.destroy_process_group()
     if result["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
         sys.exit(128 + (result["signal"] or signal.SIGINT))
-    if result["main_process"]:  # the only process, or torchrun's first
-        unfinished = (f" (unfinished: step {result['steps']} of {result['total_steps']})"
-                      if result["steps"] < result["total_steps"] else "")  # --max_steps
-        print(f"final val loss {result['final_val_loss']:.4f} nats/char{unfinished} "
-              f"(best {result['best_val_loss']:.4f}), "
-              f"{result['steps']} steps, {result['tokens_per_s']:,.0f} tokens/s ({result['gflop_per_s']:,.0f} GFLOP/s, "
-              f"MFU {result['mfu']:.0%} of this machine's fastest matmul, {result['peak_gflop_per_s']:,.0f} GFLOP/s), "
-              f"{result['time_s']:.0f} s; run folder {result['run_dir']}")
+    r = result
+    if r["main_process"]:  # the only process, or torchrun's first; --max_steps may end a run unfinished
+        unfinished = f" (unfinished: step {r['steps']} of {r['total_steps']})" * (r["steps"] < r["total_steps"])
+        print(f"final val loss {r['final_val_loss']:.4f} nats/char{unfinished} (best {r['best_val_loss']:.4f}), "
+              f"{r['steps']} steps, {r['tokens_per_s']:,.0f} tokens/s ({r['gflop_per_s']:,.0f} GFLOP/s, MFU "
+              f"{r['mfu']:.0%} of this machine's fastest matmul, {r['peak_gflop_per_s']:,.0f} GFLOP/s), "
+              f"{r['time_s']:.0f} s; run folder {r['run_dir']}")
 
 
 if __name__ == "__main__":
