@@ -3,8 +3,8 @@ gpt.py: a compact GPT-2, the model a learner reads first.
 
 Token and learned position embeddings, then n_layer pre-LayerNorm transformer blocks (causal
 self-attention, then a GELU MLP of 4x width), a final LayerNorm and an output head that shares its
-weights with the token embedding. Options beyond GPT-2: rotary positions, title-local attention and a
-gate on each attention head's output. Ideas from Radford et al. 2019 (GPT-2) and Vaswani et al. 2017
+weights with the token embedding. Options beyond GPT-2: rotary positions, title-local attention, a
+gate on each attention head's output and a squared-ReLU MLP. Ideas from Radford et al. 2019 (GPT-2) and Vaswani et al. 2017
 (attention); GPT-2's parameter names (wte, wpe, c_attn, c_proj, c_fc, ln_f, lm_head).
 
     model = GPT(GPTConfig(vocab_size=4000, block_size=64, n_layer=4, n_head=3, d_model=192))
@@ -37,6 +37,7 @@ class GPTConfig:
     within_title: bool = False  # attend only within a title; positions restart at every title
     eos_id: int = -1        # the token that starts every title of the stream (needed by within_title)
     attn_gate: bool = False  # scale each head's output by a sigmoid gate read from the block's input
+    relu2: bool = False     # the MLP's nonlinearity: relu(x)^2 (Primer) instead of GELU
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -123,10 +124,14 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.relu2 = config.relu2
 
     def forward(self, x):
-        # exact erf GELU; GPT-2 used the tanh approximation, which differs by < 1e-3
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        h = self.c_fc(x)                              # (B, T, 4C)
+        # GELU, exact (erf); GPT-2 used the tanh approximation, which differs by < 1e-3. Or the squared ReLU
+        # that So et al. 2021 (Primer) found by search: zero below 0, then growing quadratically
+        h = F.relu(h).square() if self.relu2 else F.gelu(h)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):

@@ -47,7 +47,7 @@ import speed
 import train
 import tune
 from bpe import Tokenizer
-from gpt import GPT, GPTConfig
+from gpt import GPT, MLP, GPTConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Models this small only lose from threads: on a busy 2-core machine 2 threads were ~5x slower.
@@ -1526,6 +1526,22 @@ def test_attention_gate_scales_each_heads_output_by_its_sigmoid():
             block_p.attn.c_attn.bias[2 * TINY.d_model:2 * TINY.d_model + hs] = 0.0
     assert torch.allclose(gated(x)[0], plain(x)[0], atol=1e-5)
     assert gated.num_params() == plain.num_params() + TINY.n_layer * (TINY.d_model + 1) * TINY.n_head
+
+
+def test_squared_relu_mlp_by_hand():
+    mlp = MLP(GPTConfig(vocab_size=10, n_layer=1, n_head=1, d_model=1, relu2=True))  # 1 -> 4 -> 1
+    with torch.no_grad():
+        mlp.c_fc.weight.copy_(torch.tensor([[1.0], [-1.0], [2.0], [0.5]]))
+        mlp.c_fc.bias.copy_(torch.tensor([0.0, 0.0, -1.0, 1.0]))
+        mlp.c_proj.weight.fill_(1.0)
+        mlp.c_proj.bias.fill_(0.25)
+    # x = 3: pre-activations 3, -3, 5, 2.5 -> squared ReLU 9, 0, 25, 6.25; summed, plus the bias 0.25
+    assert mlp(torch.tensor([[[3.0]]])).item() == 40.5
+    # x = -2: -2, 2, -5, 0 -> 0, 4, 0, 0; GELU would give GELU(-2) + GELU(2) + ... instead
+    assert mlp(torch.tensor([[[-2.0]]])).item() == 4.25
+    mlp.relu2 = False
+    assert mlp(torch.tensor([[[-2.0]]])).item() == pytest.approx(
+        0.25 + sum(F.gelu(torch.tensor(v)).item() for v in (-2.0, 2.0, -5.0, 0.0)))
 
 
 def test_rope_turns_channel_pairs_by_hand_computed_angles():

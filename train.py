@@ -179,7 +179,7 @@ def build_model(cfg, tok, device, amp):
     mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                       n_head=cfg["n_head"], d_model=cfg["d_model"], dropout=cfg["dropout"], rope=cfg["rope"],
                       within_title=cfg["within_title"], eos_id=tok.eos_id,
-                      attn_gate=cfg["attn_gate"])
+                      attn_gate=cfg["attn_gate"], relu2=cfg["relu2"])
     model = GPT(mconf).to(device)
     fast_modules = speed.use_fast_modules(model, device)
     opt = optim.build_optimizer(cfg["opt"], model, lr=cfg["lr"], weight_decay=cfg["weight_decay"],
@@ -356,6 +356,8 @@ def build_parser():
                    help="attend only within a title, not across <eos>; positions restart at each title")
     g.add_argument("--attn_gate", default=False, action=argparse.BooleanOptionalAction,
                    help="scale each attention head's output by a sigmoid gate read from the block's input")
+    g.add_argument("--relu2", default=False, action=argparse.BooleanOptionalAction,
+                   help="squared ReLU in the MLP instead of GELU (So et al. 2021, Primer)")
     g = p.add_argument_group("optimization")
     g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
     g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
