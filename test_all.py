@@ -2264,10 +2264,11 @@ def test_readme_tables_are_what_plot_logs_prints_from_the_records(capsys, monkey
 
 def test_the_nanorun_presets_cut_windows_elsewhere_each_epoch():
     settings = lambda preset: {k: train.resolve_config({"preset": preset})[k] for k in ("window_offsets", "epochs",
-                                                                                       "attn_gate")}
-    assert settings("nanorun") == {"window_offsets": True, "epochs": 6, "attn_gate": True}
-    assert settings("nanorun12m") == {"window_offsets": True, "epochs": 5, "attn_gate": False}
-    assert settings("step6") == {"window_offsets": False, "epochs": 7, "attn_gate": False}  # as the study ran
+                                                                                       "attn_gate", "relu2")}
+    assert settings("nanorun") == {"window_offsets": True, "epochs": 6, "attn_gate": True, "relu2": True}
+    assert settings("nanorun12m") == {"window_offsets": True, "epochs": 5, "attn_gate": False, "relu2": False}
+    # step6 as the study ran it
+    assert settings("step6") == {"window_offsets": False, "epochs": 7, "attn_gate": False, "relu2": False}
 
 
 def test_search_space_holds_the_untuned_recipe():

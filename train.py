@@ -74,11 +74,11 @@ PRESETS = {
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
     # Beyond the study (NOTES.md has the measurements): Muon's lr 3e-3 was tuned at 12.2M; WSD overfits less than
     # the cosine; windows cut elsewhere each epoch let a sixth epoch help. nanorun12m: the recipe at step 5's
-    # shape and dropout, 5 epochs (a sixth epoch and the gate were not measured there).
+    # shape and dropout, 5 epochs (a sixth epoch, the gate and squared ReLU were not measured there).
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
-                    "positions, window offsets, gated attention", study_val_loss=None,
+                    "positions, window offsets, gated attention, squared-ReLU MLP", study_val_loss=None,
                     flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6,
-                               attn_gate=True)),
+                               attn_gate=True, relu2=True)),
     "nanorun12m": dict(change="nanorun's recipe, 5 epochs, at step 5's shape and dropout", study_val_loss=None,
                        flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, epochs=5)),
 }
