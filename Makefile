@@ -2,8 +2,9 @@
 PY    ?= .venv/bin/python
 DATA  ?= data/hn_titles.txt
 # A first run that finishes in minutes on a laptop CPU: nanorun's recipe on the study's smallest model,
-# fewer titles, 1 epoch.
-FIRST ?= --preset nanorun --num_titles 30000 --epochs 1
+# fewer titles, 1 epoch, eager: compiling costs ~60 s the first time on a machine, more than 108 steps can
+# win back (NOTES.md, 2026-12-07 evening).
+FIRST ?= --preset nanorun --num_titles 30000 --epochs 1 --no-compile
 
 .PHONY: help install run data test bench tune evaluate figure records ladder ablate speedrun distill
 help:            ## this list

@@ -20,7 +20,9 @@ with the commands that repeat them, are in NOTES.md, and `python bench.py step` 
 import contextlib
 import ctypes
 import functools
+import json
 import os
+import platform
 import shutil
 import time
 import warnings
@@ -32,7 +34,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import ConfigError
+from common import ConfigError, atomic_file
 from gpt import ScaledDotProductAttention
 
 # ----------------------------------------------------------------------------------------------
@@ -244,15 +246,43 @@ def step_flops_per_token(model, opt_name, teacher=None):
     return passes * model.flops_per_token() + (teacher.flops_per_token() / 3 if teacher is not None else 0)
 
 
-def choose(device, amp, d_model, vocab_size, rows, world=1):
+def best_peak_seen(path, device, peak, dtype):
+    """MFU's yardstick, steadied: the faster of this start-up's peak and the best measured before on this
+    machine, device and thread count, kept in the JSON file `path` (train.py: beside the runs). One start-up
+    at a slow moment measured a 2-core CPU's peak at 87 GFLOP/s, another at 164 (NOTES.md), which put the same
+    step at an MFU of 97% or 51%; the best seen is the nearest to the machine's real peak, so MFU errs low, if
+    at all. Returns (FLOP/s, dtype)."""
+    key = " ".join(map(str, (platform.node(), device, torch.cuda.get_device_name() if device == "cuda" else
+                             platform.machine(), torch.__version__, torch.get_num_threads())))
+    try:
+        with open(path, encoding="utf-8") as f:
+            seen = json.load(f)
+        best = seen[key] if isinstance(seen, dict) and isinstance(seen.get(key), list) else [0.0, dtype]
+    except (OSError, ValueError):  # no file yet, or a damaged one: start again
+        seen, best = {}, [0.0, dtype]
+    if peak <= best[0]:
+        return tuple(best)
+    seen = dict(seen if isinstance(seen, dict) else {}, **{key: [peak, dtype]})
+    try:
+        with atomic_file(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(seen, f, indent=1)
+    except OSError:  # a folder we cannot write: the run goes on with this start-up's peak
+        pass
+    return peak, dtype
+
+
+def choose(device, amp, d_model, vocab_size, rows, world=1, peaks_file=None):
     """bf16 or fp32 (amp None: measured by measure_amp; under torchrun bf16 only where every process found it
-    faster, so that all run in one precision) and MFU's yardstick, timed after set_up_process (TF32 on CUDA).
-    Returns what was chosen, with the times bf16 was chosen on, for the log."""
+    faster, so that all run in one precision) and MFU's yardstick (with `peaks_file`, the best seen), timed
+    after set_up_process (TF32 on CUDA). Returns what was chosen, with the times bf16 was chosen on, for the log."""
     amp, amp_times = (amp, None) if amp is not None else measure_amp(device, d_model, vocab_size, rows)
     if world > 1:
         amp = all_sum(float(amp), device, world) == world
-    peak, peak_dtype = matmul_peak(device)
-    return SimpleNamespace(amp=amp, amp_times=amp_times, peak=peak, peak_dtype=peak_dtype)
+    peak_now, peak_dtype = matmul_peak(device)
+    peak, peak_dtype = best_peak_seen(peaks_file, device, peak_now, peak_dtype) if peaks_file else (peak_now,
+                                                                                                    peak_dtype)
+    return SimpleNamespace(amp=amp, amp_times=amp_times, peak=peak, peak_dtype=peak_dtype, peak_now=peak_now)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2258,6 +2258,35 @@ def test_readme_tables_are_what_plot_logs_prints_from_the_records(capsys, monkey
     assert readme_mismatches(edited, capsys) == [args]
 
 
+def test_mfu_yardstick_is_the_best_peak_seen_on_this_machine(tmp_path):
+    path = str(tmp_path / "peaks.json")
+    assert speed.best_peak_seen(path, "cpu", 100e9, "float32") == (100e9, "float32")  # first: what it measured
+    assert speed.best_peak_seen(path, "cpu", 60e9, "float32") == (100e9, "float32")   # a slow start-up: the best
+    assert speed.best_peak_seen(path, "cpu", 150e9, "bfloat16") == (150e9, "bfloat16")  # a faster one replaces it
+    assert list(json.load(open(path)).values()) == [[150e9, "bfloat16"]]
+    with open(path, "w") as f:
+        f.write("{not json")
+    assert speed.best_peak_seen(path, "cpu", 70e9, "float32") == (70e9, "float32")  # a damaged file starts again
+    assert speed.best_peak_seen(str(tmp_path / "no" / "such" / "dir.json"), "cpu", 5e9, "float32") == (5e9, "float32")
+
+
+def test_readme_set_up_numbers_are_the_first_runs_logs():
+    """The set-up's sentence on `make run` and `make test` is records/first-run/: the run's log, pytest's output."""
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        text = " ".join(f.read().split())
+    said = re.search(r"(\d+) steps to a validation loss of (\d\.\d{4}) in (\d+) s .*?first evaluation done at "
+                     r"(\d+) s.*?`make test` took (\d+) s", text)
+    with open(os.path.join(HERE, "records", "first-run", "make-run", "log.jsonl"), encoding="utf-8") as f:
+        events = [json.loads(line) for line in f]
+    end = next(e for e in events if e["event"] == "end")
+    step0 = next(e for e in events if e["event"] == "eval")  # logged when the step-0 evaluation is done
+    with open(os.path.join(HERE, "records", "first-run", "make-test.txt"), encoding="utf-8") as f:
+        tested = float(re.search(r"passed.* in ([\d.]+)s", f.read()).group(1))
+    assert said is not None
+    assert said.groups() == (str(end["steps"]), f"{end['final_val_loss']:.4f}", str(round(end["time_s"])),
+                             str(round(step0["elapsed_s"])), str(round(tested)))
+
+
 # -----------------------------------------------------------------------------
 # tune.py
 

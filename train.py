@@ -219,7 +219,8 @@ def run(callback=None, **config):
     compile = speed.can_compile(device) if cfg["compile"] is None else cfg["compile"]
     freed_memory_kept = speed.set_up_process(device, compile)  # settings of the whole process (why: speed.py)
     amp = resume.get("amp") if resume and cfg["amp"] is None else cfg["amp"]  # None: timed; resumed: its own
-    chosen = speed.choose(device, amp, cfg["d_model"], cfg["vocab_size"], B // world * T, world)
+    chosen = speed.choose(device, amp, cfg["d_model"], cfg["vocab_size"], B // world * T, world,
+                          peaks_file=f"{cfg['out_dir']}/.matmul_peaks.json")
     torch.manual_seed(cfg["seed"])  # the same initial weights in every process; also seeds CUDA and MPS
     raw_model, opt, fast_modules = build_model(cfg, data.tok, device, chosen.amp)
     # step: updates done; val: the last validation loss (at val_step); best: the lowest so far
@@ -242,7 +243,8 @@ def run(callback=None, **config):
     files.log_start(cfg, resume, data, plan, raw_model, step, PRESETS.get(cfg["preset"], {}), dict(
         device=device, amp=chosen.amp, amp_times_s=chosen.amp_times, compiled=compiled, compile_times_s=compile_times,
         fast_modules=fast_modules, freed_memory_kept=freed_memory_kept, processes=world,
-        matmul_peak_gflop_per_s=peak / 1e9, matmul_peak_dtype=chosen.peak_dtype, versions=versions()),
+        matmul_peak_gflop_per_s=peak / 1e9, matmul_peak_dtype=chosen.peak_dtype,
+        matmul_peak_now_gflop_per_s=speed.all_sum(chosen.peak_now, device, world) / 1e9, versions=versions()),
         RESUME_MAY_CHANGE, say)
 
     def evaluate():
