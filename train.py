@@ -434,7 +434,7 @@ def resolve_config(explicit, saved=None):
 def main(argv=None):
     explicit = typed_flags(build_parser(), argv)  # only typed flags override a preset or a checkpoint
     try:
-        result = run(**explicit)
+        r = run(**explicit)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     except Diverged as e:
@@ -445,9 +445,8 @@ def main(argv=None):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if result["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
-        sys.exit(128 + (result["signal"] or signal.SIGINT))
-    r = result
+    if r["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
+        sys.exit(128 + (r["signal"] or signal.SIGINT))
     if r["main_process"]:  # the only process, or torchrun's first; --max_steps may end a run unfinished
         unfinished = f" (unfinished: step {r['steps']} of {r['total_steps']})" * (r["steps"] < r["total_steps"])
         print(f"final val loss {r['final_val_loss']:.4f} nats/char{unfinished} (best {r['best_val_loss']:.4f}), "
