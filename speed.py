@@ -254,15 +254,16 @@ def best_peak_seen(path, device, peak, dtype):
     at all. Returns (FLOP/s, dtype)."""
     key = " ".join(map(str, (platform.node(), device, torch.cuda.get_device_name() if device == "cuda" else
                              platform.machine(), torch.__version__, torch.get_num_threads())))
+    seen = {}
     try:
         with open(path, encoding="utf-8") as f:
-            seen = json.load(f)
-        best = seen[key] if isinstance(seen, dict) and isinstance(seen.get(key), list) else [0.0, dtype]
-    except (OSError, ValueError):  # no file yet, or a damaged one: start again
-        seen, best = {}, [0.0, dtype]
-    if peak <= best[0]:
-        return tuple(best)
-    seen = dict(seen if isinstance(seen, dict) else {}, **{key: [peak, dtype]})
+            seen = dict(json.load(f))
+        best, best_dtype = seen[key]
+        if best >= peak:
+            return float(best), str(best_dtype)
+    except (OSError, ValueError, TypeError, KeyError):  # no file or no entry yet, or a damaged one: this peak
+        pass
+    seen[key] = [peak, dtype]
     try:
         with atomic_file(path) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:

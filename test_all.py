@@ -2267,6 +2267,9 @@ def test_mfu_yardstick_is_the_best_peak_seen_on_this_machine(tmp_path):
     with open(path, "w") as f:
         f.write("{not json")
     assert speed.best_peak_seen(path, "cpu", 70e9, "float32") == (70e9, "float32")  # a damaged file starts again
+    with open(path, "w") as f:
+        json.dump([1, 2], f)
+    assert speed.best_peak_seen(path, "cpu", 80e9, "float32") == (80e9, "float32")  # so does one that is no table
     assert speed.best_peak_seen(str(tmp_path / "no" / "such" / "dir.json"), "cpu", 5e9, "float32") == (5e9, "float32")
 
 
