@@ -74,7 +74,7 @@ ladder: install    ## every step of the study in order, then its table (SCALE=cp
 	$(PY) plot_logs.py --table --runs "$$dir/*/log.jsonl" | tee $$dir/ladder.md
 # ---- beyond the study: the step-6 recipe, then one change at a time; SEEDS seeds per row; one table
 # ROWS: name=flags;... (each row's flags in full); ARGS shrinks every run, e.g. ARGS='--num_titles 20000'
-# (an --epochs in ARGS also overrides the 5 epochs of rows ep5, wsd and nanorun: ep5 then repeats wd0.1)
+# (an --epochs in ARGS also overrides every row's own epochs: ep5 then repeats wd0.1)
 SEEDS ?= 1337 1338 1339
 ROWS  ?= step6=--preset step6;rho0.5=--preset step6 --rho 0.5;adamw=--preset step6 --opt adamw;nodropout=--preset step6 --opt adamw --dropout 0;within_title=--preset step6 --opt adamw --dropout 0 --within_title;rope=--preset step6 --opt adamw --dropout 0 --within_title --rope;muon=--preset step6 --opt muon --dropout 0 --within_title --rope;wd0.1=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1;ep5=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1 --epochs 5;wsd=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1 --epochs 5 --schedule wsd;lr3e-3wd0.2=--preset nanorun --no-window_offsets --epochs 5 --no-attn_gate --no-relu2;offsets=--preset nanorun --epochs 5 --no-attn_gate --no-relu2;ep6=--preset nanorun --no-attn_gate --no-relu2;gate=--preset nanorun --no-relu2;nanorun=--preset nanorun
 

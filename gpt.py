@@ -4,8 +4,8 @@ gpt.py: a compact GPT-2, the model a learner reads first.
 Token and learned position embeddings, then n_layer pre-LayerNorm transformer blocks (causal
 self-attention, then a GELU MLP of 4x width), a final LayerNorm and an output head that shares its
 weights with the token embedding. Options beyond GPT-2: rotary positions, title-local attention, a
-gate on each attention head's output and a squared-ReLU MLP. Ideas from Radford et al. 2019 (GPT-2) and Vaswani et al. 2017
-(attention); GPT-2's parameter names (wte, wpe, c_attn, c_proj, c_fc, ln_f, lm_head).
+gate on each attention head's output and a squared-ReLU MLP. Ideas from Radford et al. 2019 (GPT-2) and
+Vaswani et al. 2017 (attention); GPT-2's parameter names (wte, wpe, c_attn, c_proj, c_fc, ln_f, lm_head).
 
     model = GPT(GPTConfig(vocab_size=4000, block_size=64, n_layer=4, n_head=3, d_model=192))
     logits, loss = model(idx, targets)      # (B, T) ids -> (B, T, vocab) logits, mean cross-entropy

@@ -249,7 +249,7 @@ def step_flops_per_token(model, opt_name, teacher=None):
 def best_peak_seen(path, device, peak, dtype):
     """MFU's yardstick, steadied: the faster of this start-up's peak and the best measured before on this
     machine, device and thread count, kept in the JSON file `path` (train.py: beside the runs). One start-up
-    at a slow moment measured a 2-core CPU's peak at 87 GFLOP/s, another at 164 (NOTES.md), which put the same
+    at a slow moment measured a 2-core CPU's peak at 88 GFLOP/s, another at 164 (NOTES.md), which put the same
     step at an MFU of 97% or 51%; the best seen is the nearest to the machine's real peak, so MFU errs low, if
     at all. Returns (FLOP/s, dtype)."""
     key = " ".join(map(str, (platform.node(), device, torch.cuda.get_device_name() if device == "cuda" else

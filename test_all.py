@@ -2277,7 +2277,7 @@ def test_readme_set_up_numbers_are_the_first_runs_logs():
     """The set-up's sentence on `make run` and `make test` is records/first-run/: the run's log, pytest's output."""
     with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
         text = " ".join(f.read().split())
-    said = re.search(r"(\d+) steps to a validation loss of (\d\.\d{4}) in (\d+) s .*?first evaluation done at "
+    said = re.search(r"(\d+) steps to a validation loss of (\d\.\d{4}) in (\d+) s .*?step-0 evaluation done at "
                      r"(\d+) s.*?`make test` took (\d+) s", text)
     with open(os.path.join(HERE, "records", "first-run", "make-run", "log.jsonl"), encoding="utf-8") as f:
         events = [json.loads(line) for line in f]
