@@ -281,8 +281,9 @@ def choose(device, amp, d_model, vocab_size, rows, world=1, peaks_file=None):
     if world > 1:
         amp = all_sum(float(amp), device, world) == world
     peak_now, peak_dtype = matmul_peak(device)
-    peak, peak_dtype = best_peak_seen(peaks_file, device, peak_now, peak_dtype) if peaks_file else (peak_now,
-                                                                                                    peak_dtype)
+    peak = peak_now
+    if peaks_file:
+        peak, peak_dtype = best_peak_seen(peaks_file, device, peak_now, peak_dtype)
     return SimpleNamespace(amp=amp, amp_times=amp_times, peak=peak, peak_dtype=peak_dtype, peak_now=peak_now)
 
 
