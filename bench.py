@@ -6,6 +6,7 @@ bench.py: every speed number of nanorun, measured one way, in one place.
     python bench.py adamw                       # AdamW per tensor (optim.py) vs torch's multi-tensor foreach
     python bench.py tokenizer --data titles.txt # BPE training and encoding time on real titles
     python bench.py profile --no-amp            # a step's operators by their own time, under torch.profiler
+    python bench.py profile --only "original adamw" --original ../mainrun/mainrun/train.py   # the original's
     python bench.py versus --original ../mainrun/mainrun/train.py --nanogpt ../nanoGPT/model.py
                                                 # nanorun's step beside the original's and nanoGPT's, interleaved
 
@@ -184,8 +185,14 @@ def bench_tokenizer(args, device):
 
 def bench_profile(args, device):
     """Where a training step's time goes: `args.steps` steps of train.train_step under torch.profiler, its
-    operators by their own time (self time, children excluded), and the share of the matrix products."""
-    _, chosen, _, compiled, step = training_step(args, device, args.shape, args.opt)
+    operators by their own time (self time, children excluded), and the share of the matrix products. With
+    --only "original adamw" (and --original PATH) or another of versus's candidates: that one's step instead."""
+    if args.only and not args.only.startswith("nanorun"):
+        step, label = other_step(args, device), f"{args.only}, fp32, dropout {STEP6['dropout']}"
+    else:
+        _, chosen, _, compiled, step = training_step(args, device, args.shape, args.opt)
+        label = (f"{args.opt} {'compiled' if compiled else 'eager'} {'bf16' if chosen.amp else 'fp32'} "
+                 f"dropout {args.dropout}")
     for _ in range(3):  # warm up outside the profile
         step()
     with torch.profiler.profile() as prof:
@@ -195,8 +202,7 @@ def bench_profile(args, device):
     total = sum(e.self_cpu_time_total for e in ops)
     share = {kind: sum(e.self_cpu_time_total for e in ops if kind_of(e.key) == kind) / total
              for kind in ("matrix products", "compiled kernels", "other")}
-    print(f"{args.shape} {args.opt} {'compiled' if compiled else 'eager'} {'bf16' if chosen.amp else 'fp32'} "
-          f"dropout {args.dropout}: {total / args.steps / 1e3:.0f} ms of operator time a step: "
+    print(f"{args.shape} {label}: {total / args.steps / 1e3:.0f} ms of operator time a step: "
           + ", ".join(f"{kind} {s:.0%}" for kind, s in share.items()))
     for e in ops[:args.top]:
         print(f"  {e.self_cpu_time_total / total:6.1%}  {e.self_cpu_time_total / args.steps / 1e3:7.2f} ms  "
@@ -252,13 +258,16 @@ def asam_step(model, opt, x, y, rho):
     opt.zero_grad(set_to_none=True)
 
 
-def time_other(args, device):
+def other_step(args, device):
     """One step of the original (its GPT, torch's AdamW, its loop: fp32, eager) or of nanoGPT (its GPT and
-    configure_optimizers, compiled, fp32: its train.py autocasts on CUDA only). Returns tokens/s (median)."""
+    configure_optimizers, compiled, fp32: its train.py autocasts on CUDA only), as a function of no arguments."""
     code, opt_name = args.only.split()
     shape = SHAPES[args.shape]
     torch.manual_seed(1337)
-    scope = classes_from(args.original if code == "original" else args.nanogpt)
+    path = args.original if code == "original" else args.nanogpt
+    if not path:
+        raise SystemExit(f"error: `{args.only}` needs --{code} PATH ({code}'s file)")
+    scope = classes_from(path)
     width = {"d_model" if code == "original" else "n_embd": shape.d_model}  # the one name they spell apart
     model = scope["GPT"](scope["GPTConfig"](vocab_size=shape.vocab_size, block_size=shape.block_size,
                                             n_layer=shape.n_layer, n_head=shape.n_head, dropout=STEP6["dropout"],
@@ -280,10 +289,15 @@ def time_other(args, device):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    step = adamw_step if opt_name == "adamw" else lambda: asam_step(runner, opt, x, y, STEP6["rho"])
+    return adamw_step if opt_name == "adamw" else lambda: asam_step(runner, opt, x, y, STEP6["rho"])
+
+
+def time_other(args, device):
+    """Tokens/s (median) of other_step."""
+    step = other_step(args, device)
     speed.time_steps(step, 2, device)  # warm-up beyond the first step: compile, allocate
     median, _, _ = speed.time_steps(step, args.steps, device)
-    return args.batch_size * shape.block_size / median
+    return args.batch_size * SHAPES[args.shape].block_size / median
 
 
 def bench_versus(args, device):
@@ -348,7 +362,8 @@ def main():
     p.add_argument("--nanogpt", default=None, help="`versus`: nanoGPT's model.py")
     p.add_argument("--rounds", type=int, default=2, help="`versus`: rounds of all candidates")
     p.add_argument("--top", type=int, default=20, help="`profile`: operators to list")
-    p.add_argument("--only", choices=VERSUS, default=None, help="`versus`: time this candidate alone")
+    p.add_argument("--only", choices=VERSUS, default=None,
+                   help="`versus`: time this candidate alone; `profile`: profile it")
     args = p.parse_args()
     if args.shape == "all" and args.what in ("step", "profile", "versus"):
         p.error(f"`{args.what}` times one shape: pass --shape 2.56M or 12M")

@@ -2517,6 +2517,13 @@ def test_bench_reads_another_codebase_s_classes_without_running_the_file(tmp_pat
     assert scope["Net"](scope["Config"]()).lin.in_features == 3
 
 
+def test_bench_names_the_missing_file_of_the_codebase_it_should_time():
+    import bench
+    args = argparse.Namespace(only="original adamw", original=None, nanogpt="model.py", shape="2.56M")
+    with pytest.raises(SystemExit, match="needs --original PATH"):
+        bench.other_step(args, "cpu")
+
+
 def test_bench_asam_step_of_the_original_makes_nanorun_s_asam_update():
     # bench.py times the original's ASAM step with its own few lines around torch's AdamW; they must make the
     # update nanorun's SAM(adaptive=True) around optim.AdamW makes, or the comparison is of different work
