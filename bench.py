@@ -306,7 +306,6 @@ def bench_versus(args, device):
     with the same optimizer in the same round."""
     if args.only:  # one candidate, in this process: print its tokens/s on the last line
         if args.only.startswith("nanorun"):
-            args.opt, args.dropout = args.only.split()[1], STEP6["dropout"]
             print(f"tokens/s {bench_step(args, device):.1f}")
         else:
             print(f"tokens/s {time_other(args, device):.1f}")
@@ -367,6 +366,8 @@ def main():
     args = p.parse_args()
     if args.shape == "all" and args.what in ("step", "profile", "versus"):
         p.error(f"`{args.what}` times one shape: pass --shape 2.56M or 12M")
+    if args.only and args.only.startswith("nanorun"):  # nanorun's step as versus times it: step 6's dropout
+        args.opt, args.dropout = args.only.split()[1], STEP6["dropout"]
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = speed.pick_device(args.device)
