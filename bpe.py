@@ -12,7 +12,7 @@ byte-level BPE (GPT-2, Radford et al. 2019) starts from the 256 bytes of UTF-8, 
     >>> tok.decode(tok.encode_titles(titles))  # every title's ids, then the <eos> id, which decodes as text
     'Show HN: a tokenizer<eos>Ask HN: a tokenizer?<eos>'
 
-    python -m pytest -q test_all.py -k "bpe or pairs or chunk or merges or basic or too_small or round_trip \
+    python -m pytest -q test_all.py -k "bpe or get_pairs or chunk or merges or basic or too_small or round_trip \
         or eos or encode or decode or specials or save_load or determinism or tokenizer_files"  # its tests
     python bench.py tokenizer --data data/hn_titles.txt  # its speed on real titles
 """
@@ -133,7 +133,7 @@ class Tokenizer:
             self._bytes.append(self._bytes[a] + self._bytes[b])
         self._bytes += [s.encode("utf-8") for s in self.specials]
         self.vocab_size = len(self._bytes)  # 256 bytes + merges + special tokens
-        self.eos_id = 256 + len(self.merges) + self.specials.index("<eos>")  # ends every title in the stream
+        self.eos_id = 256 + len(self.merges) + self.specials.index("<eos>")  # between titles in the stream
         self._cache = {}  # chunk -> its ids: each distinct chunk (~75k in 90k titles) is encoded once
 
     @classmethod

@@ -27,6 +27,7 @@ import signal
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
@@ -214,12 +215,12 @@ def set_rng_state(states, rank=0):
         torch.mps.set_rng_state(state["mps"])
 
 
-def save_state(model, model_config, cfg, opt, step, total_steps, rngs, tok_sha, data_sha, amp, evals, elapsed_s):
+def save_state(model, cfg, opt, step, total_steps, rngs, tok_sha, data_sha, amp, evals, elapsed_s):
     """Everything a resume needs, and what evaluate.py checks: the plain module's weights (no compile
     prefixes), the optimizer, the step, every process's generators and the fingerprints of tokenizer and data.
     evals = (best, last val loss, its step)."""
     best, val, val_step = evals
-    return {"version": VERSION, "model": model.state_dict(), "model_config": model_config, "config": cfg,
+    return {"version": VERSION, "model": model.state_dict(), "model_config": asdict(model.config), "config": cfg,
             "optimizer": opt.state_dict(), "step": step, "total_steps": total_steps, "rng": rngs,
             "tokenizer": "tokenizer.json", "tokenizer_sha256": tok_sha, "data_sha256": data_sha, "amp": amp,
             "best_val_loss": best, "val_loss": val, "val_step": val_step, "elapsed_s": elapsed_s}

@@ -2,9 +2,10 @@
 dataset.py: the data and the metric, one home for every script.
 
 A titles file (UTF-8, one title per line) -> train / validation / test titles -> a tokenizer trained
-on the training titles -> one token stream per split -> batches of windows. The metric is the study's: the summed cross-entropy (nats) of every
-token of a split, divided by the characters of "<eos>".join(titles) + "<eos>" (<eos> counts as 5).
-Dividing by characters, not tokens, lets models with different tokenizers compare.
+on the training titles -> one token stream per split -> batches of windows. The metric (the one README's
+study used): the summed cross-entropy (nats) of every token of a split, divided by the characters of
+"<eos>".join(titles) + "<eos>" (<eos> counts as 5). Dividing by characters, not tokens, lets models with
+different tokenizers compare.
 
     titles = read_titles("data/hn_titles.txt", limit=120_000)
     train, val, test = split_titles(titles, 100_000, 0.1, 20_000)
@@ -146,23 +147,23 @@ def get_batch(stream, order, i, batch_size, block_size):
 def train_batches(stream, block_size, batch_size, seed, start_step=0, offsets=False):
     """The global training batches from step start_step on, epoch after epoch: each epoch a fresh order of
     the stream's windows (epoch_order), cut into batches (get_batch); the windows left over at the end of an
-    epoch, fewer than a batch, wait for the next epoch's order.
+    epoch, fewer than a batch, are left out of it (the next epoch shuffles all windows again).
 
     offsets: from the second epoch on, the windows start a random 0..block_size-1 tokens later (drawn from
     seed and epoch), so a title cut by a window's edge in one epoch is read whole in another: the same
-    tokens, other windows, a cheap augmentation for many epochs (NOTES.md, 2026-12-02)."""
+    tokens, other windows, a cheap augmentation for many epochs (NOTES.md, "window offsets")."""
     n_windows = (len(stream) - 1) // block_size
     steps_per_epoch = n_windows // batch_size
-    epoch, i = divmod(start_step, steps_per_epoch)
+    epoch, first = divmod(start_step, steps_per_epoch)
     while True:
         g = torch.Generator().manual_seed(seed * 7919 + epoch)  # apart from epoch_order's generator
         shift = int(torch.randint(block_size, (1,), generator=g)) if offsets and epoch > 0 else 0
         if (len(stream) - 1 - shift) // block_size < steps_per_epoch * batch_size:
             shift = 0  # the shifted stream would hold one batch fewer: keep this epoch's cuts
         order = epoch_order((len(stream) - 1 - shift) // block_size, seed, epoch)
-        for i in range(i, steps_per_epoch):
+        for i in range(first, steps_per_epoch):
             yield get_batch(stream[shift:], order, i, batch_size, block_size)  # (B, T), (B, T)
-        epoch, i = epoch + 1, 0
+        epoch, first = epoch + 1, 0
 
 
 # ----------------------------------------------------------------------------------------------

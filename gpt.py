@@ -35,7 +35,7 @@ class GPTConfig:
     bias: bool = True       # biases in Linear and LayerNorm layers, as in GPT-2
     rope: bool = False      # rotary position embeddings (Su et al. 2021) instead of the learned table wpe
     within_title: bool = False  # attend only within a title; positions restart at every title
-    eos_id: int = -1        # the token that starts every title of the stream (needed by within_title)
+    eos_id: int = -1        # the token between titles, <eos> t1 <eos> t2 <eos> (needed by within_title)
     attn_gate: bool = False  # scale each head's output by a sigmoid gate read from the block's input
     relu2: bool = False     # the MLP's nonlinearity: relu(x)^2 (Primer) instead of GELU
 
@@ -217,9 +217,9 @@ class GPT(nn.Module):
     def positions_and_mask(self, idx):
         """Each token's position, and which tokens it may attend to (None: GPT's causal mask).
 
-        The stream packs several titles into a window. With within_title a title starts at its <eos>:
-        positions count from there, and a token attends only to the earlier tokens of its own title,
-        never across an <eos> into the title before it.
+        The stream packs several titles into a window: <eos> t1 <eos> t2 <eos> ... With within_title each
+        <eos> is position 0 of the title after it: positions count from there, and a token attends only to
+        the earlier tokens of its own title (its <eos> included), never into the title before it.
         """
         T = idx.size(1)
         t = torch.arange(T, device=idx.device)                              # (T,)
@@ -238,10 +238,9 @@ class GPT(nn.Module):
         if idx.size(1) > self.config.block_size:
             raise ValueError(f"sequence of length {idx.size(1)} is longer than block_size "
                              f"{self.config.block_size}; crop it or build the model with a larger block_size.")
-        # The range check reads the data, so it is skipped while torch.compile traces the model: inside a
-        # graph it would cost a graph break (a device sync and a split graph) on every step. Eager runs
-        # keep it: one min/max over B*T ids, tiny next to the forward pass. A compiled run should check
-        # its token file once when it loads it.
+        # The range check reads the data, so it is skipped while torch.compile traces the model (inside a
+        # graph it would break the graph, every step). train.py's ids come from its tokenizer, so they are
+        # in range by construction; eager runs keep the check: one min/max over B*T ids.
         if not torch.compiler.is_compiling():
             lo, hi = torch.aminmax(idx)
             if lo < 0 or hi >= self.config.vocab_size:

@@ -6,7 +6,8 @@ SAM (Foret et al. 2021) and its adaptive form ASAM (Kwon et al. 2021) wrapped ar
 and Muon (Jordan et al. 2024) for the weight matrices inside the transformer blocks. Every update is a
 plain loop over the parameters, one tensor at a time, so each line reads as the paper's equation.
 
-    python -m pytest -q test_all.py -k "sgd or adamw or sam or muon"   # against torch.optim and by hand
+    python -m pytest -q test_all.py -k "sgd_equals or adamw_equals or sam_ or muon or newton_schulz \
+        or schedule or each_optimizer or lr_zero or param_groups"   # against torch.optim and by hand
     python bench.py adamw       # AdamW per tensor (as here) vs torch's multi-tensor foreach, in a step's share
 """
 
@@ -187,7 +188,7 @@ class SAM(torch.optim.Optimizer):
         if self.perturbed is None:
             raise RuntimeError("SAM.second_step called without a first_step before it.")
         for p in self.perturbed:
-            p.copy_(self.state[p]["w"])
+            p.copy_(self.state[p].pop("w"))  # and free the copy
         self.perturbed = None
         self.base_optimizer.step()
         if zero_grad:
@@ -206,8 +207,8 @@ class SAM(torch.optim.Optimizer):
         return loss
 
     def state_dict(self):
-        # between steps SAM itself keeps nothing worth saving (w is only held between first and second
-        # step), so its state is the base optimizer's: moments, step counts, and the shared groups
+        # between steps SAM itself keeps nothing (w is held only from first_step to second_step), so its
+        # state is the base optimizer's: moments, step counts, and the shared groups
         return self.base_optimizer.state_dict()
 
     def load_state_dict(self, state_dict):

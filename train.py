@@ -22,7 +22,6 @@ import math
 import signal
 import sys
 import time
-from dataclasses import asdict
 from types import SimpleNamespace
 
 import torch
@@ -43,7 +42,7 @@ from evaluate import load_teacher
 from gpt import GPT, GPTConfig, sample_titles, visible
 
 # ----------------------------------------------------------------------------------------------
-# The study, one preset per step (its Table 1; study_val_loss: the study's number, logged beside nanorun's).
+# The study, one preset per step (its Table 1; study_val_loss: the study's number, logged beside the run's).
 # Each key of a preset's flags is a flag of train.py (build_parser, near the end, says what each does); any
 # flag typed on the command line overrides the preset.
 
@@ -101,10 +100,10 @@ def training_loss(model, x, y, p_teacher=None, distill=0.0):
 
 
 def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distill=0.0):
-    """One update on the batch (x, y), in a fixed order: (the teacher's predictions,) forward, backward,
-    (SAM/ASAM, Foret et al. 2021 / Kwon et al. 2021, optim.SAM: climb to w + e(w), e = rho g / ||g|| for SAM,
-    and take the gradient there), clip the gradient norm, optimizer step, zero the gradients. Returns the
-    cross-entropy at w, a tensor.
+    """One update on the batch (x, y), always in this order: the teacher's predictions (when distilling);
+    forward; backward; for SAM and ASAM (Foret et al. 2021, Kwon et al. 2021; optim.SAM) a climb to
+    w + e(w), e = rho g / ||g|| for SAM, and a second forward and backward there; clip the gradient norm;
+    optimizer step; zero the gradients. Returns the cross-entropy at w, a tensor.
 
     Under DDP every backward pass averages the gradients of all processes, the first pass too, so SAM's
     perturbation e uses the gradient of the whole global batch, as one process would."""
@@ -158,7 +157,8 @@ def n_evals(cfg):  # evaluations after step 0, at least one (tune.py's pruner co
 
 
 def plan_steps(cfg, train_tokens, start=0):
-    """Steps per epoch, in the run (--epochs may be fractional), up to the last one run (--max_steps), evaluated."""
+    """per_epoch; total (the schedule's length: --epochs may be fractional); last (where this run stops:
+    --max_steps); evals (the steps followed by a validation); warmup (the steps of linear warm-up)."""
     T, B = cfg["block_size"], cfg["batch_size"]
     steps_per_epoch = (train_tokens - 1) // T // B
     if steps_per_epoch == 0:
@@ -171,7 +171,8 @@ def plan_steps(cfg, train_tokens, start=0):
                           + ("the run is finished, nothing to resume" if start >= total
                              else f"pass a --max_steps above {start} to go on"))
     evals = {0, last} | {round(total * j / n_evals(cfg)) for j in range(1, n_evals(cfg) + 1)}
-    return SimpleNamespace(per_epoch=steps_per_epoch, total=total, last=last, evals=evals)
+    return SimpleNamespace(per_epoch=steps_per_epoch, total=total, last=last, evals=evals,
+                           warmup=round(cfg["warmup_ratio"] * total))
 
 
 def build_model(cfg, tok, device, amp):
@@ -228,8 +229,10 @@ def run(callback=None, **config):
     # three views of one set of weights: raw_model is saved and sampled, net (compiled where it pays) is
     # evaluated, model (net, wrapped by DDP on N processes) is trained. Compiled or eager is timed unless
     # --compile was typed; under torchrun each process would time alone, so there it compiles wherever it can.
-    net, compiled, compile_times = (raw_model, False, None) if not compile else speed.compile_if_faster(
-        raw_model, device, B // world, T, chosen.amp, measure=cfg["compile"] is None and world == 1)
+    net, compiled, compile_times = raw_model, False, None
+    if compile:
+        net, compiled, compile_times = speed.compile_if_faster(raw_model, device, B // world, T, chosen.amp,
+                                                               measure=cfg["compile"] is None and world == 1)
     model = net
     if world > 1:  # one model on N processes: DDP averages the gradients in every backward pass
         torch.manual_seed(cfg["seed"] + rank)  # each process its own dropout masks
@@ -256,10 +259,13 @@ def run(callback=None, **config):
         val, val_step, best = nats / data.val_chars, step, min(best, nats / data.val_chars)
         files.log("eval", step=step, epoch=step / plan.per_epoch, val_loss=val,
                   elapsed_s=round(time.time() - t_start, 1))
+        if main_process and step > 0:  # tqdm.write: printed above the progress bar
+            tqdm.write(f"step {step} (epoch {step / plan.per_epoch:.2f}): val loss {val:.4f} nats/char, "
+                       f"{tokens_per_s:,.0f} tokens/s")
         return callback is not None and callback(step, val)  # True: the caller wants the run to stop
 
     def save():
-        files.save(save_state(raw_model, asdict(raw_model.config), cfg, opt, step, plan.total, rng_states(world),
+        files.save(save_state(raw_model, cfg, opt, step, plan.total, rng_states(world),
                               tok_sha, data.sha256, chosen.amp, (best, val, val_step), time.time() - t_start))
 
     # ---- the loop: batch, lr, step, log, evaluate, save
@@ -274,8 +280,7 @@ def run(callback=None, **config):
             status = "stopped"
         while status == "running" and step < plan.last:
             x, y = (t[rows].to(device, non_blocking=True) for t in next(batches))  # (B / world, T) each
-            lr = optim.lr_at(step, plan.total, cfg["lr"], cfg["schedule"], round(cfg["warmup_ratio"] * plan.total),
-                             cfg["min_lr"], cfg["decay_frac"])
+            lr = optim.lr_at(step, plan.total, cfg["lr"], cfg["schedule"], plan.warmup, cfg["min_lr"], cfg["decay_frac"])
             for group in opt.param_groups:
                 group["lr"] = lr
             t0 = time.time()
@@ -295,18 +300,14 @@ def run(callback=None, **config):
                           loss_per_char=loss * data.tokens_per_char, lr=lr, tokens_per_s=tokens_per_s,
                           gflop_per_s=tokens_per_s * flops_per_token / 1e9, mfu=tokens_per_s * flops_per_token / peak)
             if step in plan.evals:
-                stop = evaluate()
+                status = "stopped" if evaluate() else status
                 save()
-                status = "stopped" if stop else status
-                if main_process:
-                    bar.write(f"step {step} (epoch {step / plan.per_epoch:.2f}): val loss {val:.4f} nats/char, "
-                              f"{tokens_per_s:,.0f} tokens/s")
             if speed.all_sum(float(bool(stop_signal)), device, world) > 0:  # one Ctrl-C stops every process
                 save()
                 status = "interrupted"
                 say(f"\ninterrupted: saved step {step}; continue with --resume {files.folder}")
         status = "done" if status == "running" else status
-    except BaseException as e:  # a second Ctrl-C leaves the last checkpoint as it was
+    except BaseException as e:  # the log's end says how the run ended; the last checkpoint stays as it was
         status = {Diverged: "diverged", KeyboardInterrupt: "interrupted"}.get(type(e), "failed")
         raise
     finally:
@@ -363,7 +364,7 @@ def build_parser():
     g = p.add_argument_group("optimization")
     g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
     g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
-    g.add_argument("--weight_decay", type=float, default=0.01, help="decoupled weight decay")
+    g.add_argument("--weight_decay", type=float, default=0.01, help="weight decay: decoupled (AdamW, Muon); L2 in the gradient (SGD)")
     g.add_argument("--wd_all", default=False, action=argparse.BooleanOptionalAction,
                    help="decay biases, norms and embeddings too (study steps 0-4)")
     g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (Muon has its own)")
@@ -412,18 +413,14 @@ def resolve_config(explicit, saved=None):
     unknown = sorted(set(explicit) - set(known))
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown}; see `python train.py --help`")
-    cfg = dict(known)
     preset = explicit.get("preset")
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        cfg.update(PRESETS[preset]["flags"])
-    cfg.update(explicit)
-    if saved is not None:
-        check_resume_flags(explicit, saved, cfg["resume"])
-        # settings newer than the checkpoint take their defaults, which are what older versions did
-        cfg = {**known, **saved, "max_steps": 0}
-        cfg.update({k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if saved is None:
+        cfg = {**known, **(PRESETS[preset]["flags"] if preset else {}), **explicit}
+    else:  # settings newer than the checkpoint take their defaults, which are what older versions did
+        check_resume_flags(explicit, saved, explicit["resume"])
+        cfg = {**known, **saved, "max_steps": 0, **{k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE}}
     check_config(cfg)
     return cfg
 
@@ -439,7 +436,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     except Diverged as e:
         sys.exit(f"diverged: {e}")
-    except KeyboardInterrupt:  # before the first step (reading, tokenizer, compile) or a second Ctrl-C
+    except KeyboardInterrupt:  # Ctrl-C outside the loop's handler: reading, tokenizer, compile, or sampling
         print("\ninterrupted; nothing more was saved", file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
     finally:
@@ -448,7 +445,7 @@ def main(argv=None):
     if r["status"] == "interrupted":  # the shell's code for a program stopped by a signal: 130 for Ctrl-C
         sys.exit(128 + (r["signal"] or signal.SIGINT))
     if r["main_process"]:  # the only process, or torchrun's first; --max_steps may end a run unfinished
-        unfinished = f" (unfinished: step {r['steps']} of {r['total_steps']})" * (r["steps"] < r["total_steps"])
+        unfinished = f" (unfinished: step {r['steps']} of {r['total_steps']})" if r["steps"] < r["total_steps"] else ""
         print(f"final val loss {r['final_val_loss']:.4f} nats/char{unfinished} (best {r['best_val_loss']:.4f}), "
               f"{r['steps']} steps, {r['tokens_per_s']:,.0f} tokens/s ({r['gflop_per_s']:,.0f} GFLOP/s, MFU "
               f"{r['mfu']:.0%} of this machine's fastest matmul, {r['peak_gflop_per_s']:,.0f} GFLOP/s), "
