@@ -97,7 +97,8 @@ def train_merges_basic(chunk_counts, num_merges):
 
 def encode_chunk_basic(ids, ranks):
     """Apply the merges to one chunk's ids (ranks: {pair: its merge id}): merge() the pair learned earliest,
-    again and again. A merge only makes pairs holding its new id, learned later, so this is training's order.
+    again and again. Earliest first replays training: a merge can only create pairs that contain its new id,
+    and any merge of such a pair was learned after it.
     >>> encode_chunk_basic(list(b"aaaaa"), {(97, 97): 256, (256, 256): 257})  # a a a a a -> aa aa a -> aaaa a
     [257, 97]
     """
@@ -150,7 +151,7 @@ class Tokenizer:
         if not chunk_counts:
             raise ValueError("the training set is empty: give train() at least one non-empty text.")
         num_merges = vocab_size - 256 - len(specials)
-        with gc_paused():  # gc_paused and train_merges are fast paths (below): train_merges_basic's merges, sooner
+        with gc_paused():  # fast paths (below): train_merges_basic's merges, sooner
             merges = train_merges(chunk_counts, num_merges)
         if len(merges) < num_merges:
             raise ValueError(f"the training texts only have enough adjacent pairs for {len(merges)} merges: "
@@ -231,7 +232,7 @@ def train_merges(chunk_counts, num_merges):
     # 500 merges from 5,000 synthetic titles (3,245 distinct chunks): 0.07 s of CPU, 7 s with train_merges_basic.
     words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
     freqs = list(chunk_counts.values())
-    # counts: pair -> how often it occurs; where: pair -> the words that hold it, or once did (they merge nothing)
+    # counts: pair -> how often it occurs; where: pair -> the words that may hold it (the others are skipped)
     counts, where = defaultdict(int), defaultdict(set)
     for i, (word, f) in enumerate(zip(words, freqs)):
         for pair, c in get_pairs(word).items():

@@ -75,8 +75,9 @@ class SGD(torch.optim.Optimizer):
                 if wd != 0:
                     g = g.add(p, alpha=wd)                  # L2, coupled: g <- g + wd w
                 if mu != 0:
-                    # heavy ball (Polyak 1964) as torch.optim.SGD writes it: b <- mu b + (1 - dampening) g, step b
-                    # (Sutskever et al. 2013, eq. 1, keep lr inside b: the same for a constant lr)
+                    # heavy ball (Polyak 1964), as torch.optim.SGD writes it: b <- mu b + (1 - dampening) g,
+                    # w <- w - lr b.
+                    # Sutskever et al. 2013 (eq. 1) put lr inside b; the two agree while lr is constant.
                     buf = self.state[p].get("momentum_buffer")
                     if buf is None:
                         buf = self.state[p]["momentum_buffer"] = g.detach().clone()  # first step: b = g, undampened
@@ -143,7 +144,7 @@ class SAM(torch.optim.Optimizer):
         loss(model(x), y).backward()          # gradient at w
         opt.first_step(zero_grad=True)        # w -> w + e
         loss(model(x), y).backward()          # gradient at w + e
-        clip_grad_norm_(model.parameters(), 1.0)  # here: first_step normalises, clipping before it does nothing
+        clip_grad_norm_(model.parameters(), 1.0)  # here: e is normalised, so clipping before first_step changes nothing
         opt.second_step(zero_grad=True)       # back to w, then the base optimizer steps with that gradient
     or step(closure) with a closure that does the second forward/backward (and any clipping).
 
@@ -252,10 +253,11 @@ class Muon(torch.optim.Optimizer):
 
     Groups with use_muon=True (default): momentum buffer b <- mu b + (1 - mu) g, Nesterov look-ahead
     g + mu (b - g), orthogonalised by newton_schulz, scaled by 0.2 sqrt(max(rows, cols)) so that its RMS
-    is 0.2, about that of an AdamW update (Liu et al. 2025, "Muon is Scalable"); hence Muon shares AdamW's
-    lr and weight decay (decoupled: w <- w - lr wd w). Groups with use_muon=False take the AdamW step with
-    betas and eps. With ns_dtype=torch.bfloat16 it matches torch.optim.Muon(adjust_lr_fn="match_rms_adamw")
-    on the Muon groups (torch orthogonalises in bf16 on every device; ns_dtype=None picks by device).
+    is 0.2 (an orthogonal rows x cols matrix has RMS 1 / sqrt(max(rows, cols))), about that of an AdamW
+    update (Liu et al. 2025, "Muon is Scalable"); hence Muon shares AdamW's lr and weight decay (decoupled:
+    w <- w - lr wd w). Groups with use_muon=False take the AdamW step with betas and eps. With
+    ns_dtype=torch.bfloat16 it matches torch.optim.Muon(adjust_lr_fn="match_rms_adamw") on the Muon groups
+    (torch orthogonalises in bf16 on every device; ns_dtype=None picks by device).
     """
 
     def __init__(self, params, lr=1e-3, momentum=0.95, nesterov=True, weight_decay=0.0, ns_steps=5,
@@ -302,7 +304,7 @@ def param_groups(model, weight_decay, decay_all=False):
     embeddings (the token table is also the tied output head) do not. Decay pulls weights toward 0, which
     makes no sense for a LayerNorm gain (its neutral value is 1), and it shrinks the embeddings of rare
     tokens every step while their gradients, which push back, come seldom.
-    decay_all=True puts everything in one decayed group, as the study's runs before step 5 did."""
+    decay_all=True puts everything in one decayed group, as the study's presets step0-step4 do (--wd_all)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if decay_all:
         return [{"params": params, "weight_decay": weight_decay}]
@@ -373,7 +375,7 @@ def decay_progress(step, start, total_steps):
 
 
 def cosine_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0):
-    """After warm-up (lr_at's), half a cosine from lr towards min_lr.
+    """For steps >= warmup_steps (lr_at does the warm-up): half a cosine from lr towards min_lr.
 
     >>> round(cosine_lr(5, 10, 1.0), 6), round(cosine_lr(9, 10, 1.0), 6)
     (0.5, 0.024472)
@@ -383,7 +385,7 @@ def cosine_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0):
 
 
 def linear_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0):
-    """After warm-up (lr_at's), a straight line from lr towards min_lr.
+    """For steps >= warmup_steps (lr_at does the warm-up): a straight line from lr towards min_lr.
 
     >>> linear_lr(5, 10, 1.0), linear_lr(9, 10, 1.0)
     (0.5, 0.09999999999999998)

@@ -275,8 +275,9 @@ def best_peak_seen(path, device, peak, dtype):
 
 def choose(device, amp, d_model, vocab_size, rows, world=1, peaks_file=None):
     """bf16 or fp32 (amp None: measured by measure_amp; under torchrun bf16 only where every process found it
-    faster, so that all run in one precision) and MFU's yardstick (with `peaks_file`, the best seen), timed
-    after set_up_process (TF32 on CUDA). Returns what was chosen, with the times bf16 was chosen on, for the log."""
+    faster, so that all run in one precision) and MFU's yardstick, the sum of every process's fastest matmul
+    (with `peaks_file`, the best seen), timed after set_up_process (TF32 on CUDA). Returns what was chosen,
+    with `log`: the choices and the times they were made on, for the run's log."""
     amp, amp_times = (amp, None) if amp is not None else measure_amp(device, d_model, vocab_size, rows)
     if world > 1:
         amp = all_sum(float(amp), device, world) == world
@@ -284,7 +285,10 @@ def choose(device, amp, d_model, vocab_size, rows, world=1, peaks_file=None):
     peak = peak_now
     if peaks_file:
         peak, peak_dtype = best_peak_seen(peaks_file, device, peak_now, peak_dtype)
-    return SimpleNamespace(amp=amp, amp_times=amp_times, peak=peak, peak_dtype=peak_dtype, peak_now=peak_now)
+    peak, peak_now = all_sum(peak, device, world), all_sum(peak_now, device, world)
+    log = dict(amp=amp, amp_times_s=amp_times, matmul_peak_gflop_per_s=peak / 1e9, matmul_peak_dtype=peak_dtype,
+               matmul_peak_now_gflop_per_s=peak_now / 1e9)
+    return SimpleNamespace(amp=amp, amp_times=amp_times, peak=peak, peak_dtype=peak_dtype, peak_now=peak_now, log=log)
 
 
 # ----------------------------------------------------------------------------------------------

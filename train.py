@@ -241,14 +241,11 @@ def run(callback=None, **config):
         set_rng_state(resume["rng"], rank)
     teacher = load_teacher(cfg, data, device, chosen.amp, compiled, B // world) if cfg["teacher"] else None
     flops_per_token = speed.step_flops_per_token(raw_model, cfg["opt"], teacher)
-    peak = speed.all_sum(chosen.peak, device, world)  # MFU's yardstick: all devices' fastest matmul, FLOP/s
+    peak = chosen.peak  # MFU's yardstick: all devices' fastest matmul, FLOP/s
 
     files.log_start(cfg, resume, data, plan, raw_model, step, PRESETS.get(cfg["preset"], {}), dict(
-        device=device, amp=chosen.amp, amp_times_s=chosen.amp_times, compiled=compiled, compile_times_s=compile_times,
-        fast_modules=fast_modules, freed_memory_kept=freed_memory_kept, processes=world,
-        matmul_peak_gflop_per_s=peak / 1e9, matmul_peak_dtype=chosen.peak_dtype,
-        matmul_peak_now_gflop_per_s=speed.all_sum(chosen.peak_now, device, world) / 1e9, versions=versions()),
-        RESUME_MAY_CHANGE, say)
+        device=device, processes=world, **chosen.log, compiled=compiled, compile_times_s=compile_times,
+        fast_modules=fast_modules, freed_memory_kept=freed_memory_kept, versions=versions()), RESUME_MAY_CHANGE, say)
 
     def evaluate():
         """Validation loss in nats/char, in fp32 whatever --amp (the metric must not depend on the machine);
@@ -280,7 +277,8 @@ def run(callback=None, **config):
             status = "stopped"
         while status == "running" and step < plan.last:
             x, y = (t[rows].to(device, non_blocking=True) for t in next(batches))  # (B / world, T) each
-            lr = optim.lr_at(step, plan.total, cfg["lr"], cfg["schedule"], plan.warmup, cfg["min_lr"], cfg["decay_frac"])
+            lr = optim.lr_at(step, plan.total, cfg["lr"], cfg["schedule"], plan.warmup, cfg["min_lr"],
+                             cfg["decay_frac"])
             for group in opt.param_groups:
                 group["lr"] = lr
             t0 = time.time()
@@ -364,7 +362,8 @@ def build_parser():
     g = p.add_argument_group("optimization")
     g.add_argument("--opt", default="asam", choices=optim.OPTIMIZERS, help="optimizer")
     g.add_argument("--lr", type=float, default=2.1e-3, help="peak learning rate")
-    g.add_argument("--weight_decay", type=float, default=0.01, help="weight decay: decoupled (AdamW, Muon); L2 in the gradient (SGD)")
+    g.add_argument("--weight_decay", type=float, default=0.01,
+                   help="weight decay: decoupled (AdamW, Muon); L2, in the gradient (SGD)")
     g.add_argument("--wd_all", default=False, action=argparse.BooleanOptionalAction,
                    help="decay biases, norms and embeddings too (study steps 0-4)")
     g.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (Muon has its own)")
