@@ -288,7 +288,7 @@ def choose(device, amp, d_model, vocab_size, rows, world=1, peaks_file=None):
     peak, peak_now = all_sum(peak, device, world), all_sum(peak_now, device, world)
     log = dict(amp=amp, amp_times_s=amp_times, matmul_peak_gflop_per_s=peak / 1e9, matmul_peak_dtype=peak_dtype,
                matmul_peak_now_gflop_per_s=peak_now / 1e9)
-    return SimpleNamespace(amp=amp, amp_times=amp_times, peak=peak, peak_dtype=peak_dtype, peak_now=peak_now, log=log)
+    return SimpleNamespace(amp=amp, amp_times=amp_times, peak=peak, peak_dtype=peak_dtype, log=log)
 
 
 # ----------------------------------------------------------------------------------------------
