@@ -72,7 +72,7 @@ PRESETS = {
     "step6": dict(change="smaller still", study_val_loss=1.3206,
                   flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
     # Beyond the study: nanorun's recipe (README; each change measured with three seeds in NOTES.md).
-    # nanorun12m: the same at step 5's shape and dropout, 5 epochs (a sixth was not measured there).
+    # nanorun12m: the same at step 5's shape and dropout, 5 epochs (a sixth: 0.0011 lower on one seed, NOTES.md).
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
                     "positions, window offsets, gated attention, squared-ReLU MLP", study_val_loss=None,
                     flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6)),
