@@ -215,15 +215,16 @@ def set_rng_state(states, rank=0):
         torch.mps.set_rng_state(state["mps"])
 
 
-def save_state(model, cfg, opt, step, total_steps, rngs, tok_sha, data_sha, amp, evals, elapsed_s):
+def save_state(model, cfg, opt, step, total_steps, rngs, tok_sha, data_sha, amp, evals, elapsed_s, ema=None):
     """Everything a resume needs, and what evaluate.py checks: the plain module's weights (no compile
     prefixes), the optimizer, the step, every process's generators and the fingerprints of tokenizer and data.
-    evals = (best, last val loss, its step)."""
+    evals = (best, last val loss, its step); ema: the weight average (optim.WeightAverage), if any."""
     best, val, val_step = evals
     return {"version": VERSION, "model": model.state_dict(), "model_config": asdict(model.config), "config": cfg,
             "optimizer": opt.state_dict(), "step": step, "total_steps": total_steps, "rng": rngs,
             "tokenizer": "tokenizer.json", "tokenizer_sha256": tok_sha, "data_sha256": data_sha, "amp": amp,
-            "best_val_loss": best, "val_loss": val, "val_step": val_step, "elapsed_s": elapsed_s}
+            "best_val_loss": best, "val_loss": val, "val_step": val_step, "elapsed_s": elapsed_s,
+            "ema": ema.state_dict() if ema else None}
 
 
 def restore(ckpt, model, opt):
@@ -275,6 +276,7 @@ def check_config(c):
     need(0 <= c["warmup_ratio"] < 1, f"--warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
     need(0 < c["decay_frac"] <= 1, f"--decay_frac must be in (0, 1], got {c['decay_frac']}")
     need(0 <= c["distill"] <= 1, f"--distill must be in [0, 1], got {c['distill']}")
+    need(0 <= c["ema"] < 1, f"--ema must be in [0, 1) (0: off), got {c['ema']}")
     need(c["rho"] is None or c["rho"] > 0, f"--rho must be positive, got {c['rho']}")
     need(c["test_titles"] >= 0 and c["max_steps"] >= 0 and c["grad_clip"] >= 0,
          "--test_titles, --max_steps and --grad_clip must not be negative")

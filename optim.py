@@ -3,11 +3,12 @@ The study's optimizers and learning-rate schedules, written out by hand.
 
 SGD with momentum (Polyak 1964; Nesterov as in Sutskever et al. 2013), AdamW (Loshchilov & Hutter 2019),
 SAM (Foret et al. 2021) and its adaptive form ASAM (Kwon et al. 2021) wrapped around any of them,
-and Muon (Jordan et al. 2024) for the weight matrices inside the transformer blocks. Every update is a
-plain loop over the parameters, one tensor at a time, so each line reads as the paper's equation.
+and Muon (Jordan et al. 2024) for the weight matrices inside the transformer blocks; at the end, an average of
+the last weights (WeightAverage). Every update is a plain loop over the parameters, one tensor at a time, so
+each line reads as the paper's equation.
 
     python -m pytest -q test_all.py -k "sgd_equals or adamw_equals or sam_ or muon or newton_schulz \
-        or schedule or each_optimizer or lr_zero or param_groups"   # against torch.optim and by hand
+        or schedule or each_optimizer or lr_zero or param_groups or ema_ends"   # against torch.optim, by hand
     python bench.py adamw       # AdamW per tensor (as here) vs torch's multi-tensor foreach, in a step's share
 """
 
@@ -429,3 +430,46 @@ def lr_at(step, total_steps, lr, schedule="cosine", warmup_steps=0, min_lr=0.0, 
     if schedule == "linear":
         return linear_lr(step, total_steps, lr, warmup_steps, min_lr)
     return wsd_lr(step, total_steps, lr, warmup_steps, min_lr, decay_frac)
+
+
+# -----------------------------------------------------------------------------
+# weight averaging: a run that ends with the average of its last weights
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak & Juditsky 1992 average the iterates; an EMA
+    weighs the recent ones most): after each update avg <- decay * avg + (1 - decay) * w, an average over the
+    last ~1 / (1 - decay) updates. It starts from the weights of its first update(). train.py --ema averages
+    over the last epoch, while the lr decays, and ends the run with the average (NOTES.md, 2026-12-07).
+
+    >>> w = nn.Parameter(torch.zeros(1)); avg = WeightAverage([w], decay=0.5)
+    >>> for value in (0.0, 2.0, 4.0):
+    ...     _ = w.data.fill_(value); avg.update()
+    >>> avg.avg[0].item()
+    2.5
+    """
+
+    def __init__(self, params, decay):
+        if not 0 < decay < 1:
+            raise ValueError(f"the average's decay must lie in (0, 1), got {decay}.")
+        self.params, self.decay, self.avg = list(params), decay, None
+
+    @torch.no_grad()
+    def update(self):
+        if self.avg is None:
+            self.avg = [p.detach().clone() for p in self.params]
+            return
+        for a, p in zip(self.avg, self.params):
+            a.lerp_(p, 1 - self.decay)  # a + (1 - decay) (p - a)
+
+    @torch.no_grad()
+    def copy_to_params(self):
+        """Put the average in the weights' place."""
+        for a, p in zip(self.avg, self.params):
+            p.copy_(a)
+
+    def state_dict(self):
+        return {"decay": self.decay, "avg": self.avg}
+
+    def load_state_dict(self, state):
+        self.decay, avg = state["decay"], state["avg"]  # a checkpoint loads on the CPU
+        self.avg = None if avg is None else [a.to(p.device) for a, p in zip(avg, self.params)]

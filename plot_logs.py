@@ -70,7 +70,8 @@ def read_log(path):
 
 # Flags train.py gained after some logs were written, with the value that does what the code did before them:
 # an older log without the key ran that way, and groups with newer runs that set it so.
-ADDED_LATER = {"window_offsets": False, "teacher": None, "distill": 0.5, "attn_gate": False, "relu2": False}
+ADDED_LATER = {"window_offsets": False, "teacher": None, "distill": 0.5, "attn_gate": False, "relu2": False,
+               "ema": 0.0}
 
 def final_val_loss(run):
     """The run's final val loss: from its end event, else its last evaluation, else None."""

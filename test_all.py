@@ -1314,6 +1314,28 @@ def test_resume_after_a_cut_run_equals_uninterrupted(titles_file, tmp_path):
     assert event["versions"]["torch"] == torch.__version__
 
 
+def test_ema_ends_the_run_with_the_average_of_its_last_epoch_and_resumes_exactly(titles_file, tmp_path):
+    cfg = tiny(titles_file, tmp_path, dropout=0.0)  # no dropout: the three runs below train the same weights
+    plain = train.run(name="plain", **cfg)
+    whole = train.run(name="whole", ema=0.5, **cfg)
+    cut = train.run(name="cut", ema=0.5, max_steps=plain["steps"] - 1, **cfg)
+    evals = lambda r: [(e["step"], e["val_loss"]) for e in read_log(r["log"]) if e["event"] == "eval"]
+    # training does not change; only the last evaluation scores the average, not the last weights
+    assert evals(whole)[:-1] == evals(plain)[:-1] and evals(whole)[-1][1] != evals(plain)[-1][1]
+    # the known answer: avg = 0.5 (the average one step before the end) + 0.5 (the last weights)
+    before, last = train.load_checkpoint(cut["ckpt"]), train.load_checkpoint(plain["ckpt"])["model"]
+    names = [n for n, _ in train.GPT(train.GPTConfig(**before["model_config"])).named_parameters()]
+    assert before["ema"]["avg"] is not None and len(before["ema"]["avg"]) == len(names)
+    end = train.load_checkpoint(whole["ckpt"])["model"]
+    for name, a in zip(names, before["ema"]["avg"]):
+        torch.testing.assert_close(end[name], 0.5 * a + 0.5 * last[name])
+    # a run cut in its last epoch resumes its average too
+    resumed = train.run(resume=cut["run_dir"])
+    assert resumed["final_val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-6)
+    with pytest.raises(train.ConfigError, match="--ema must be in"):
+        train.run(name="bad", ema=1.0, **cfg)
+
+
 # ----------------------------------------------------------------------------------------------
 # data parallel: torchrun with 2 CPU processes (gloo) trains the same model as one process
 

@@ -224,6 +224,9 @@ def run(callback=None, **config):
     raw_model, opt, fast_modules = build_model(cfg, data.tok, device, chosen.amp)
     # step: updates done; val: the last validation loss (at val_step); best: the lowest so far
     step, best, val, val_step = restore(resume, raw_model, opt) if resume else (0, math.inf, math.nan, None)
+    ema = optim.WeightAverage(raw_model.parameters(), cfg["ema"]) if cfg["ema"] else None
+    if ema and resume:
+        ema.load_state_dict(resume["ema"])
     # three views of one set of weights: raw_model is saved and sampled, net (compiled where it pays) is
     # evaluated, model (net, wrapped by DDP on N processes) is trained. Compiled or eager is timed unless
     # --compile was typed; under torchrun each process would time alone, so there it compiles wherever it can.
@@ -261,7 +264,7 @@ def run(callback=None, **config):
 
     def save():
         files.save(save_state(raw_model, cfg, opt, step, plan.total, rng_states(world),
-                              tok_sha, data.sha256, chosen.amp, (best, val, val_step), time.time() - t_start))
+                              tok_sha, data.sha256, chosen.amp, (best, val, val_step), time.time() - t_start, ema))
 
     # ---- the loop: batch, lr, step, log, evaluate, save
     # Ctrl-C or SIGTERM only sets a flag; at the next step (never mid SAM step) all processes stop and save.
@@ -286,6 +289,10 @@ def run(callback=None, **config):
                 raise Diverged(f"training loss became {loss} at step {step} (lr {lr:.3g}); lower --lr "
                                "or --grad_clip")
             step += 1
+            if ema and step > plan.total - plan.per_epoch:  # the last epoch: average the weights (--ema)
+                ema.update()
+                if step == plan.total:  # the run ends with the average: the last evaluation and checkpoint
+                    ema.copy_to_params()
             train_time += time.time() - t0
             tokens_per_s = (step - first_step) * B * T / train_time
             bar.update(1)
@@ -378,6 +385,8 @@ def build_parser():
                    help="from the second epoch on, the training windows start 0..block_size-1 tokens later")
     g.add_argument("--teacher", default=None, help="a run (folder or ckpt) trained on these titles to distill from")
     g.add_argument("--distill", type=float, default=0.5, help="with --teacher: the weight of its target in the loss")
+    g.add_argument("--ema", type=float, default=0.0, help="with a decay d in (0, 1): over the last epoch average "
+                   "the weights, avg = d avg + (1 - d) w after each step, and end with the average (0: off)")
     g.add_argument("--epochs", type=float, default=7, help="passes over the training tokens (1.5: one and a half)")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
                    "schedule still spans every epoch, and --resume goes on to the end unless given again")
