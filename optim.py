@@ -467,9 +467,9 @@ class WeightAverage:
         for a, p in zip(self.avg, self.params):
             p.copy_(a)
 
-    def state_dict(self):
-        return {"decay": self.decay, "avg": self.avg}
+    def state_dict(self):  # the decay is the run's config, saved with it
+        return {"avg": self.avg}
 
     def load_state_dict(self, state):
-        self.decay, avg = state["decay"], state["avg"]  # a checkpoint loads on the CPU
+        avg = state["avg"]  # a checkpoint loads on the CPU
         self.avg = None if avg is None else [a.to(p.device) for a, p in zip(avg, self.params)]
