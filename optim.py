@@ -385,18 +385,9 @@ def cosine_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0):
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def linear_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0):
-    """For steps >= warmup_steps (lr_at does the warm-up): a straight line from lr towards min_lr.
-
-    >>> linear_lr(5, 10, 1.0), linear_lr(9, 10, 1.0)
-    (0.5, 0.09999999999999998)
-    """
-    return lr + (min_lr - lr) * decay_progress(step, warmup_steps, total_steps)
-
-
 def wsd_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0, decay_frac=0.2):
     """Warm-up, stable, decay (Hu et al. 2024; Hagele et al. 2024): hold lr, then fall linearly towards min_lr
-    over the last decay_frac of the steps.
+    over the last decay_frac of the steps. decay_frac=1: a straight line down from the end of warm-up.
 
     >>> [wsd_lr(s, 10, 1.0) for s in (7, 8, 9)]
     [1.0, 1.0, 0.5]
@@ -405,7 +396,7 @@ def wsd_lr(step, total_steps, lr, warmup_steps=0, min_lr=0.0, decay_frac=0.2):
     return lr + (min_lr - lr) * decay_progress(step, start, total_steps)
 
 
-SCHEDULES = ("constant", "cosine", "linear", "wsd")
+SCHEDULES = ("constant", "cosine", "wsd")
 
 
 def lr_at(step, total_steps, lr, schedule="cosine", warmup_steps=0, min_lr=0.0, decay_frac=0.2):
@@ -427,8 +418,6 @@ def lr_at(step, total_steps, lr, schedule="cosine", warmup_steps=0, min_lr=0.0, 
         return lr * warmup_fraction(step, warmup_steps)
     if schedule == "cosine":
         return cosine_lr(step, total_steps, lr, warmup_steps, min_lr)
-    if schedule == "linear":
-        return linear_lr(step, total_steps, lr, warmup_steps, min_lr)
     return wsd_lr(step, total_steps, lr, warmup_steps, min_lr, decay_frac)
 
 

@@ -933,7 +933,6 @@ def test_muon_rejects_vectors():
 
 @pytest.mark.parametrize("schedule, mid_step, end_of_run", [
     ("cosine", 55, 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 89 / 90))),  # step 55: (55 - 10) / 90
-    ("linear", 55, 1e-5 + (1e-3 - 1e-5) / 90),
     ("wsd", 90, 1e-5 + (1e-3 - 1e-5) / 20),  # stable to step 80, decays over the last 20: step 90 is half way
     ("constant", None, 1e-3),
 ])
@@ -942,7 +941,7 @@ def test_schedule_values(schedule, mid_step, end_of_run):
     assert lr(0) == pytest.approx(1e-4)        # first update: 1/10 of the peak
     assert lr(9) == pytest.approx(1e-3)        # end of warm-up: the peak
     if mid_step is not None:
-        assert lr(mid_step) == pytest.approx((1e-3 + 1e-5) / 2)  # cosine and linear agree at the midpoint
+        assert lr(mid_step) == pytest.approx((1e-3 + 1e-5) / 2)  # half way down the decay
     assert lr(99) == pytest.approx(end_of_run)  # last update: one step short of the floor
     if schedule == "wsd":
         assert lr(80) == pytest.approx(1e-3)
@@ -950,7 +949,13 @@ def test_schedule_values(schedule, mid_step, end_of_run):
     assert all(x >= y - 1e-15 for x, y in zip(values, values[1:]))  # never rises after warm-up
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "linear", "wsd"])
+def test_wsd_with_decay_frac_1_is_a_straight_line_from_the_end_of_warm_up():
+    lr = lambda step: optim.lr_at(step, 100, 1e-3, "wsd", warmup_steps=10, min_lr=1e-5, decay_frac=1.0)
+    for step in (10, 55, 99):  # (step - 10) / 90 of the way from 1e-3 to 1e-5
+        assert lr(step) == pytest.approx(1e-3 + (1e-5 - 1e-3) * (step - 10) / 90)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
 def test_no_update_is_wasted_at_lr_zero(schedule):
     lrs = [optim.lr_at(s, 50, 1e-3, schedule, warmup_steps=5, min_lr=0.0) for s in range(50)]
     assert min(lrs) > 0 and lrs[-1] < 0.11e-3  # the last update is small, not zero
