@@ -1246,6 +1246,19 @@ def test_callback_can_stop_a_run(titles_file, tmp_path):
     assert (log[-1]["last_eval_step"], log[-1]["last_val_loss"]) == (out["steps"], evals[-1]["val_loss"])
 
 
+def test_a_stop_signal_in_the_last_step_leaves_the_run_done(titles_file, tmp_path):
+    # SIGTERM arrives during the last evaluation (the callback sends it): the run is finished, so it ends
+    # "done" with its final loss, not "interrupted" with advice to resume a run that has nothing left
+    last = {}
+    def terminate_at_the_end(step, val):
+        if step == last.get("step"):
+            os.kill(os.getpid(), signal.SIGTERM)
+    cfg = tiny(titles_file, tmp_path)
+    last["step"] = train.run(name="plain", **cfg)["steps"]
+    out = train.run(callback=terminate_at_the_end, name="late", **cfg)
+    assert out["status"] == "done" and out["signal"] is not None and out["final_val_loss"] is not None
+
+
 def test_resume_after_sigkill_equals_an_uninterrupted_run(titles_file, tmp_path):
     cfg = tiny(titles_file, tmp_path, epochs=4, opt="asam")
     whole = train.run(name="whole", **cfg)

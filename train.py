@@ -1,10 +1,10 @@
 """
-train.py: train a GPT-2 style model on a file of titles, one per line. The recipe, top to bottom: the
-presets, the training step, run() (data, model, the loop, the end), then the command line.
+train.py: train a GPT-2 style model on a file of titles, one per line. Top to bottom: the training step,
+run() (data, model, the loop, the end), then the command line: the presets, the flags.
 
 Reads the titles (dataset.py), trains a byte-level BPE on the training split (bpe.py), builds the
 model (gpt.py) and an optimizer (optim.py), then runs one visible training loop: batch, lr, step,
-log, evaluate, save. The metric is the study's: summed cross-entropy of every validation token, in nats,
+log, validate, save. The metric is the study's: summed cross-entropy of every validation token, in nats,
 per character of validation text. Every run gets its own folder under runs/ (checkpoint.py); what
 depends on the machine (device, processes, bf16, compile) lives in speed.py.
 
@@ -12,7 +12,7 @@ depends on the machine (device, processes, bf16, compile) lives in speed.py.
     python train.py --opt asam --d_model 384                       # any flag overrides the defaults
     python train.py --resume runs/NAME                             # continue an interrupted run
     python train.py --preset nanorun --teacher runs/BIG            # distill a finished larger run into it
-    torchrun --nproc_per_node 4 train.py --preset step5            # one model, 4 processes (DDP)
+    torchrun --standalone --nproc_per_node 4 train.py --preset step5   # one model, 4 processes (DDP)
 
 The study (README) improved a GPT on 100,000 Hacker News titles one change at a time; its steps 0-6 are
 the presets step0..step6. tune.py calls `run(**config)`; bench.py times `train_step`.
@@ -40,46 +40,6 @@ from dataset import (get_tokenizer, read_titles, split_titles, stream_nats, text
                      train_batches, titles_sha256)
 from evaluate import load_teacher
 from gpt import GPT, GPTConfig, sample_titles, visible
-
-# ----------------------------------------------------------------------------------------------
-# The study, one preset per step (its Table 1; study_val_loss: the study's number, logged beside the run's).
-# Each key of a preset's flags is a flag of train.py (build_parser, near the end, says what each does); any
-# flag typed on the command line overrides the preset.
-
-# the study's 27M model, steps 0-4
-_BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000, weight_decay=0.0,
-            schedule="constant", warmup_ratio=0.0, min_lr=0.0, wd_all=True)
-# steps 5-6: smaller models, ASAM with warm-up and cosine decay
-_SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, min_lr=1e-5,
-              warmup_ratio=0.1, schedule="cosine", opt="asam", wd_all=False, rho=0.05)
-# steps 3-4: the 27M model with warm-up and cosine decay
-_COSINE = dict(weight_decay=0.01, schedule="cosine", warmup_ratio=0.1, dropout=0.153, lr=5e-4, rho=0.05)
-# what both nanorun presets change in the study's recipe (NOTES.md); each sets its own shape and dropout
-_NANORUN = dict(within_title=True, rope=True, opt="muon", lr=3e-3, weight_decay=0.2, schedule="wsd",
-                window_offsets=True, attn_gate=True, relu2=True)
-PRESETS = {
-    "step0": dict(change="baseline: SGD, constant lr", study_val_loss=1.7533,
-                  flags=dict(_BIG, opt="sgd", dropout=0.1, lr=6e-3)),
-    "step1": dict(change="AdamW instead of SGD", study_val_loss=1.4893,
-                  flags=dict(_BIG, opt="adamw", dropout=0.1, lr=6e-3)),
-    "step2": dict(change="tuned lr, dropout, block size; wd 0.01", study_val_loss=1.3544,
-                  flags=dict(_BIG, opt="adamw", dropout=0.2012, lr=3e-4, weight_decay=0.01)),
-    "step3": dict(change="SAM (rho 0.05) + warm-up, cosine decay", study_val_loss=1.327,
-                  flags=dict(_BIG, **_COSINE, opt="sam")),
-    "step4": dict(change="adaptive SAM (ASAM)", study_val_loss=1.311, flags=dict(_BIG, **_COSINE, opt="asam")),
-    "step5": dict(change="smaller model; no wd on bias/norm/emb; lr floor", study_val_loss=1.2935,
-                  flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
-    "step6": dict(change="smaller still", study_val_loss=1.3206,
-                  flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
-    # Beyond the study: nanorun's recipe (README; each change measured with three seeds in NOTES.md).
-    # nanorun12m: the same at step 5's shape and dropout, 5 epochs (a sixth: 0.0011 lower on one seed, NOTES.md).
-    "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
-                    "positions, window offsets, gated attention, squared-ReLU MLP", study_val_loss=None,
-                    flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6)),
-    "nanorun12m": dict(change="nanorun's recipe, 5 epochs, at step 5's shape and dropout", study_val_loss=None,
-                       flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, epochs=5)),
-}
-
 
 # ----------------------------------------------------------------------------------------------
 # The training step: one definition, for run() and for bench.py
@@ -215,8 +175,8 @@ def run(callback=None, **config):
     tok_sha = files.add_tokenizer(data.tok_path, resume)
 
     # ---- model and optimizer, on this machine
-    compile = speed.can_compile(device) if cfg["compile"] is None else cfg["compile"]
-    freed_memory_kept = speed.set_up_process(device, compile)  # settings of the whole process (why: speed.py)
+    use_compile = speed.can_compile(device) if cfg["compile"] is None else cfg["compile"]
+    freed_memory_kept = speed.set_up_process(device, use_compile)  # settings of the whole process (why: speed.py)
     amp = resume.get("amp") if resume and cfg["amp"] is None else cfg["amp"]  # None: timed; resumed: its own
     chosen = speed.choose(device, amp, cfg["d_model"], cfg["vocab_size"], B // world * T, world,
                           peaks_file=f"{cfg['out_dir']}/.matmul_peaks.json")
@@ -231,7 +191,7 @@ def run(callback=None, **config):
     # evaluated, model (net, wrapped by DDP on N processes) is trained. Compiled or eager is timed unless
     # --compile was typed; under torchrun each process would time alone, so there it compiles wherever it can.
     net, compiled, compile_times = raw_model, False, None
-    if compile:
+    if use_compile:
         net, compiled, compile_times = speed.compile_if_faster(raw_model, device, B // world, T, chosen.amp,
                                                                measure=cfg["compile"] is None and world == 1)
     model = net
@@ -248,8 +208,8 @@ def run(callback=None, **config):
         device=device, processes=world, **chosen.log, compiled=compiled, compile_times_s=compile_times,
         fast_modules=fast_modules, freed_memory_kept=freed_memory_kept, versions=versions()), RESUME_MAY_CHANGE, say)
 
-    def evaluate():
-        """Validation loss in nats/char, in fp32 whatever --amp (the metric must not depend on the machine);
+    def validate():
+        """Validation loss in nats/char, without autocast whatever --amp (fp32; TF32 matmuls on CUDA);
         under DDP each process scores a share of the batches. Returns True when `callback` asks to stop."""
         nonlocal best, val, val_step
         nats = speed.all_sum(stream_nats(net, data.val_stream, T, B, device, shard=(rank, world),
@@ -266,18 +226,18 @@ def run(callback=None, **config):
         files.save(save_state(raw_model, cfg, opt, step, plan.total, rng_states(world),
                               tok_sha, data.sha256, chosen.amp, (best, val, val_step), time.time() - t_start, ema))
 
-    # ---- the loop: batch, lr, step, log, evaluate, save
+    # ---- the loop: batch, lr, step, log, validate, save
     # Ctrl-C or SIGTERM only sets a flag; at the next step (never mid SAM step) all processes stop and save.
     stop_signal, restore_signal_handlers = catch_stop_signals()
     batches = train_batches(data.train_stream, T, B, cfg["seed"], start_step=step, offsets=cfg["window_offsets"])
     rows = slice(rank * B // world, (rank + 1) * B // world)  # this process's share of every global batch
     bar = tqdm(total=plan.last, initial=step, disable=not (cfg["progress"] and main_process), leave=False)
-    status, first_step, tokens_per_s, train_time = "running", step, 0.0, 0.0
+    status, start_step, tokens_per_s, train_time = "running", step, 0.0, 0.0
     try:
-        if step == 0 and evaluate():
+        if step == 0 and validate():
             status = "stopped"
         while status == "running" and step < plan.last:
-            x, y = (t[rows].to(device, non_blocking=True) for t in next(batches))  # (B / world, T) each
+            x, y = (t[rows].to(device) for t in next(batches))  # (B / world, T) each: this process's rows
             lr = optim.lr_at(step, plan.total, cfg["lr"], cfg["schedule"], plan.warmup, cfg["min_lr"],
                              cfg["decay_frac"])
             for group in opt.param_groups:
@@ -287,14 +247,14 @@ def run(callback=None, **config):
                               teacher=teacher, distill=cfg["distill"]).item()
             if not math.isfinite(loss):
                 raise Diverged(f"training loss became {loss} at step {step} (lr {lr:.3g}); lower --lr "
-                               "or --grad_clip")
+                               "or set a smaller --grad_clip")
             step += 1
             if ema and step > plan.total - plan.per_epoch:  # the last epoch: average the weights (--ema)
                 ema.update()
                 if step == plan.total:  # the run ends with the average: the last evaluation and checkpoint
                     ema.copy_to_params()
             train_time += time.time() - t0
-            tokens_per_s = (step - first_step) * B * T / train_time
+            tokens_per_s = (step - start_step) * B * T / train_time
             bar.update(1)
             bar.set_postfix(epoch=f"{step / plan.per_epoch:.2f}", train=f"{loss * data.tokens_per_char:.3f} nats/char",
                             lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}")
@@ -303,9 +263,9 @@ def run(callback=None, **config):
                           loss_per_char=loss * data.tokens_per_char, lr=lr, tokens_per_s=tokens_per_s,
                           gflop_per_s=tokens_per_s * flops_per_token / 1e9, mfu=tokens_per_s * flops_per_token / peak)
             if step in plan.evals:
-                status = "stopped" if evaluate() else status
+                status = "stopped" if validate() else status
                 save()
-            if speed.all_sum(float(bool(stop_signal)), device, world) > 0:  # one Ctrl-C stops every process
+            if step < plan.last and speed.all_sum(float(bool(stop_signal)), device, world) > 0:  # one Ctrl-C stops all
                 save()
                 status = "interrupted"
                 say(f"\ninterrupted: saved step {step}; continue with --resume {files.folder}")
@@ -335,8 +295,47 @@ def run(callback=None, **config):
 
 
 # ----------------------------------------------------------------------------------------------
-# The command line: train.py's flags, and a run's config from the defaults, a preset, the flags given
-# and (on --resume) its checkpoint
+# The command line: the presets, train.py's flags, and a run's config from the defaults, a preset, the flags
+# given and (on --resume) its checkpoint
+#
+# The study, one preset per step (the study's Table 1, README; study_val_loss: its number, logged beside the
+# run's). Each key of a preset's flags is a flag of train.py (build_parser, below, says what each does); any
+# flag typed on the command line overrides the preset.
+
+# the study's 27M model, steps 0-4
+_BIG = dict(n_layer=6, n_head=8, d_model=512, block_size=128, batch_size=64, vocab_size=16000, weight_decay=0.0,
+            schedule="constant", warmup_ratio=0.0, min_lr=0.0, wd_all=True)
+# steps 3-4: the 27M model with warm-up and cosine decay
+_COSINE = dict(weight_decay=0.01, schedule="cosine", warmup_ratio=0.1, dropout=0.153, lr=5e-4, rho=0.05)
+# steps 5-6: smaller models, ASAM with warm-up and cosine decay
+_SMALL = dict(block_size=64, batch_size=64, vocab_size=4000, weight_decay=0.01, min_lr=1e-5,
+              warmup_ratio=0.1, schedule="cosine", opt="asam", wd_all=False, rho=0.05)
+# what both nanorun presets change in the study's recipe (NOTES.md); each sets its own shape and dropout
+_NANORUN = dict(within_title=True, rope=True, opt="muon", lr=3e-3, weight_decay=0.2, schedule="wsd",
+                window_offsets=True, attn_gate=True, relu2=True)
+PRESETS = {
+    "step0": dict(change="baseline: SGD, constant lr", study_val_loss=1.7533,
+                  flags=dict(_BIG, opt="sgd", dropout=0.1, lr=6e-3)),
+    "step1": dict(change="AdamW instead of SGD", study_val_loss=1.4893,
+                  flags=dict(_BIG, opt="adamw", dropout=0.1, lr=6e-3)),
+    "step2": dict(change="tuned lr, dropout, block size; wd 0.01", study_val_loss=1.3544,
+                  flags=dict(_BIG, opt="adamw", dropout=0.2012, lr=3e-4, weight_decay=0.01)),
+    "step3": dict(change="SAM (rho 0.05) + warm-up, cosine decay", study_val_loss=1.327,
+                  flags=dict(_BIG, **_COSINE, opt="sam")),
+    "step4": dict(change="adaptive SAM (ASAM)", study_val_loss=1.311, flags=dict(_BIG, **_COSINE, opt="asam")),
+    "step5": dict(change="smaller model; no wd on bias/norm/emb; lr floor", study_val_loss=1.2935,
+                  flags=dict(_SMALL, n_layer=6, n_head=6, d_model=384, dropout=0.051, lr=1.1e-3)),
+    "step6": dict(change="smaller still", study_val_loss=1.3206,
+                  flags=dict(_SMALL, n_layer=4, n_head=3, d_model=192, dropout=0.0603, lr=2.1e-3)),
+    # Beyond the study: nanorun's recipe (README; each change measured with three seeds in NOTES.md).
+    # nanorun12m: the same at step 5's shape and dropout, 5 epochs (a sixth: 0.0011 lower on one seed, NOTES.md).
+    "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
+                    "positions, window offsets, gated attention, squared-ReLU MLP", study_val_loss=None,
+                    flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6)),
+    "nanorun12m": dict(change="nanorun's recipe, 5 epochs, at step 5's shape and dropout", study_val_loss=None,
+                       flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, epochs=5)),
+}
+
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=HelpFormatter,
@@ -386,7 +385,7 @@ def build_parser():
     g.add_argument("--teacher", default=None, help="a run (folder or ckpt) trained on these titles to distill from")
     g.add_argument("--distill", type=float, default=0.5, help="with --teacher: the weight of its target in the loss")
     g.add_argument("--ema", type=float, default=0.0, help="with a decay d in (0, 1): over the last epoch average "
-                   "the weights, avg = d avg + (1 - d) w after each step, and end with the average (0: off)")
+                   "the weights, avg = d avg + (1 - d) w after each step, and end the run with the average (0: off)")
     g.add_argument("--epochs", type=float, default=7, help="passes over the training tokens (1.5: one and a half)")
     g.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: all); the "
                    "schedule still spans every epoch, and --resume goes on to the end unless given again")
