@@ -1332,7 +1332,7 @@ def test_resume_after_a_cut_run_equals_uninterrupted(titles_file, tmp_path):
     assert event["versions"]["torch"] == torch.__version__
 
 
-def test_ema_ends_the_run_with_the_average_of_its_last_epoch_and_resumes_exactly(titles_file, tmp_path):
+def test_ema_ends_the_run_with_the_average_of_its_last_epoch_and_resumes_exactly(titles_file, tmp_path, capsys):
     cfg = tiny(titles_file, tmp_path, dropout=0.0)  # no dropout: the three runs below train the same weights
     plain = train.run(name="plain", **cfg)
     whole = train.run(name="whole", ema=0.5, **cfg)
@@ -1352,6 +1352,10 @@ def test_ema_ends_the_run_with_the_average_of_its_last_epoch_and_resumes_exactly
     assert resumed["final_val_loss"] == pytest.approx(whole["final_val_loss"], abs=1e-6)
     with pytest.raises(train.ConfigError, match="--ema must be in"):
         train.run(name="bad", ema=1.0, **cfg)
+    # an average over more steps than the last epoch has would keep much of its first weights: one warning
+    assert "warning: --ema" not in capsys.readouterr().out
+    train.run(name="long", ema=0.999, max_steps=1, **cfg)
+    assert "warning: --ema 0.999 averages over ~1000 steps" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -171,6 +171,9 @@ def run(callback=None, **config):
     # ---- data and tokenizer
     data = load_data(cfg, rank, world, say, resume)
     plan = plan_steps(cfg, len(data.train_stream), start=resume["step"] if resume else 0)
+    if cfg["ema"] and min(plan.per_epoch, plan.total) < 1 / (1 - cfg["ema"]):  # --ema averages the last epoch
+        say(f"warning: --ema {cfg['ema']} averages over ~{1 / (1 - cfg['ema']):.0f} steps, the last epoch has "
+            f"{min(plan.per_epoch, plan.total)}: the average keeps much of its first weights (--ema 0: off)")
     files = RunFiles.for_run(cfg, resume, main_process)
     tok_sha = files.add_tokenizer(data.tok_path, resume)
 
