@@ -10,9 +10,8 @@ bench.py: every speed number of nanorun, measured one way, in one place.
     python bench.py versus --original ../mainrun/mainrun/train.py --nanogpt ../nanoGPT/model.py
                                                 # nanorun's step beside the original's and nanoGPT's, interleaved
 
-`step` and `model` build the model the way train.py does (speed.use_fast_modules, the same process-wide
-settings, torch.compile and bf16 where they are measured faster) and time it on random tokens. They print
-the median step and the fastest one: the fastest is the one least disturbed by other work on the machine.
+`step` and `model` time the model as train.py builds it, on random tokens, and print the median step and the
+fastest (the one least disturbed by other work on the machine).
 """
 
 import __future__
@@ -352,7 +351,6 @@ def main():
                    help="bf16 autocast (default: as train.py, by timing; `model` times both)")
     p.add_argument("--batch_size", type=int, default=64, help="sequences per step")
     p.add_argument("--steps", type=int, default=10, help="timed steps per setting")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads, 0 = torch's choice")
     p.add_argument("--device", choices=speed.DEVICES, default="auto", help="auto: CUDA, then MPS, then CPU")
     p.add_argument("--data", default=None, help="titles file for `tokenizer` (default: none)")
     p.add_argument("--num_titles", type=int, default=100_000, help="titles for `tokenizer`: train on the first 90%%")
@@ -368,8 +366,6 @@ def main():
         p.error(f"`{args.what}` times one shape: pass --shape 2.56M or 12M")
     if args.only and args.only.startswith("nanorun"):  # nanorun's step as versus times it: step 6's dropout
         args.opt, args.dropout = args.only.split()[1], STEP6["dropout"]
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     device = speed.pick_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size} x block 64, {args.steps} timed steps")

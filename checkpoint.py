@@ -5,15 +5,8 @@ checkpoint.py: a run's files, off the reading path. Every run owns a folder runs
     ckpt.pt         the plain model's weights, optimizer state, step, RNG states and the resolved config
     tokenizer.json  the tokenizer the run was trained with
 
-A folder is never reused, files are replaced atomically (common.atomic_file), and a checkpoint from
-another run, a corrupt one or a missing one is one clear sentence (common.ConfigError). train.py writes
-the log and the checkpoint through RunFiles, and checks its config, a resumed run's data and a teacher
-here (check_config, check_resume_data, check_teacher); plot_logs.py reads the logs back.
-
-    files = RunFiles.for_run(cfg, resume=None, writer=True)   # a new runs/<name>/, never an existing one
-    files.log("eval", step=100, val_loss=1.32)                # one line of log.jsonl
-    files.save(save_state(...))                                # ckpt.pt, atomically
-    ckpt = load_checkpoint("runs/NAME")                        # a checkpoint, or a run folder
+A folder is never reused and files are replaced atomically (common.atomic_file); a missing, corrupt or foreign
+checkpoint is one clear sentence (ConfigError). train.py writes through RunFiles; plot_logs.py reads the logs.
 """
 
 import hashlib

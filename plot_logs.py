@@ -1,13 +1,9 @@
 """
 plot_logs.py: run logs drawn as one figure or printed as Markdown tables (off the reading path).
 
-It reads logs only (runs/<name>/log.jsonl: a "config" event with the resolved flags, device and
-versions, then "train", "eval", maybe "resume", and "end"), never the code that wrote them. Runs whose
-configs differ only in the seed (or in settings that never change what is learned) are seeds of one
-recipe: one mean curve in a band from the lowest to the highest seed, one table row with mean ± spread.
-A run that stopped before its last step is marked *. An ablation also shows held-out test losses where
-evaluate.py's table of them was saved as evaluate.txt beside the logs (`python evaluate.py runs/a runs/b >
-runs/evaluate.txt`).
+It reads logs only, never the code that wrote them. Runs that differ only in the seed are one recipe: a
+mean curve in a band, a table row with mean ± spread. An ablation adds held-out test losses from an
+evaluate.txt beside the logs (`python evaluate.py runs/a runs/b > runs/evaluate.txt`).
 
     python plot_logs.py                                   # runs/*/log.jsonl -> runs/figure.png
     python plot_logs.py --runs 'runs/ladder-*/*/log.jsonl' --out runs/ladder.png
@@ -29,13 +25,12 @@ from common import atomic_file, seconds
 
 def read_log(path):
     """One run's log.jsonl as {"name", "path", "config" (the config event), "train": [(epoch, nats/token)],
-    "train_per_char": [(epoch, nats/char)] or None (older logs), "evals": [(epoch, val_loss)], "eval_s":
-    [seconds from the start to each evaluation, or None], "elapsed_s" (to the last one), "end" (or None)}.
-    A "resume" event at step s drops what was logged before it for later steps (they are logged again);
-    one without a clock (an older checkpoint's) restarted it, so the times after it read None."""
+    "train_per_char": [(epoch, nats/char)], "evals": [(epoch, val_loss)], "eval_s": [seconds from the start
+    to each evaluation], "elapsed_s" (to the last one, or None), "end" (or None)}. A "resume" event at step s
+    drops what was logged before it for later steps (they are logged again)."""
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
-    config, end, train, evals, clock_restarted = None, None, [], [], False
+    config, end, train, evals = None, None, [], []
     for i, line in enumerate(lines):
         try:
             event = json.loads(line) if line.strip() else {}
@@ -44,27 +39,29 @@ def read_log(path):
         if not isinstance(event, dict) and i < len(lines) - 1:
             raise ValueError(f"{path} line {i + 1} is not JSON; is it a nanorun log.jsonl? (a run killed "
                              "mid-write, then resumed, leaves half a line: delete that line)")
-        if not isinstance(event, dict):  # the last line, half written: the run was killed mid-write
-            print(f"warning: {path} ends in a half-written line (a run killed mid-write); skipped", file=sys.stderr)
-        elif event.get("event") == "config":
-            config = event
-        elif event.get("event") == "train":
-            train.append((event["step"], event["epoch"], event["loss"], event.get("loss_per_char")))
-        elif event.get("event") == "eval":
-            evals.append((event["step"], event["epoch"], event["val_loss"],
-                          None if clock_restarted else event.get("elapsed_s")))
-        elif event.get("event") == "resume":
-            train = [t for t in train if t[0] <= event["step"]]
-            evals = [e for e in evals if e[0] <= event["step"]]
-            end, clock_restarted = None, clock_restarted or event.get("elapsed_s") is None
-        elif event.get("event") == "end":
-            end = dict(event, time_s=None) if clock_restarted else event
+        try:
+            if not isinstance(event, dict):  # the last line, half written: the run was killed mid-write
+                print(f"warning: {path} ends in a half-written line (a run killed mid-write); skipped", file=sys.stderr)
+            elif event.get("event") == "config":
+                config = event
+            elif event.get("event") == "train":
+                train.append((event["step"], event["epoch"], event["loss"], event["loss_per_char"]))
+            elif event.get("event") == "eval":
+                evals.append((event["step"], event["epoch"], event["val_loss"], event["elapsed_s"]))
+            elif event.get("event") == "resume":
+                train = [t for t in train if t[0] <= event["step"]]
+                evals = [e for e in evals if e[0] <= event["step"]]
+                end = None
+            elif event.get("event") == "end":
+                end = event
+        except KeyError as e:
+            raise ValueError(f"{path} line {i + 1} has no {e}; is it a log of this nanorun's train.py?") from None
     if config is None:
         raise ValueError(f"{path} has no config event; is it a nanorun log.jsonl?")
     config["config"] = {**ADDED_LATER, **config.get("config", {})}
-    per_char = None if any(t[3] is None for t in train) else [(epoch, lpc) for _, epoch, _, lpc in train]
-    return {"name": config.get("name") or os.path.basename(os.path.dirname(path)), "path": path,
-            "config": config, "train": [(epoch, loss) for _, epoch, loss, _ in train], "train_per_char": per_char,
+    return {"name": config.get("name") or os.path.basename(os.path.dirname(path)), "path": path, "config": config,
+            "train": [(epoch, loss) for _, epoch, loss, _ in train],
+            "train_per_char": [(epoch, per_char) for _, epoch, _, per_char in train],
             "evals": [(epoch, loss) for _, epoch, loss, _ in evals], "eval_s": [e[3] for e in evals],
             "elapsed_s": evals[-1][3] if evals else None, "end": end}
 
@@ -81,6 +78,7 @@ def final_val_loss(run):
 def run_time(run):
     """Seconds the run took (a resumed run's clock goes on from its checkpoint), or None: not known."""
     return (run["end"] or {}).get("time_s") or run["elapsed_s"]
+
 
 def finished(run):
     """Whether the run ended "done" at the config event's total_steps (--max_steps ends "done" earlier).
@@ -229,15 +227,13 @@ def figure(groups, labels):
     colors = [tab20[2 * i % 20 + i // 10 % 2] for i in range(len(groups))]
     fig = Figure(figsize=(15, 5.5))
     ax_val, ax_train = fig.subplots(1, 2)
-    # the train loss in the val loss's unit, nats per character, unless an older log has only nats per token
-    unit = "nats/char" if all(r["train_per_char"] is not None for r in runs if r["train"]) else "nats/token"
-    key, train_ys = "train_per_char" if unit == "nats/char" else "train", []
+    train_ys = []
     for group, label, color in zip(groups, labels, colors):
         epochs, mean, lo, hi = band([run["evals"] for run in group])
         ax_val.plot(epochs, mean, "o-", color=color, ms=3, label=f"{label}  {group_val(group)}")
         if len(group) > 1:
             ax_val.fill_between(epochs, lo, hi, color=color, alpha=0.25, lw=0)
-        curves = [run[key] for run in group if run[key]]
+        curves = [run["train_per_char"] for run in group if run["train_per_char"]]  # the val loss's unit
         if not curves:
             continue
         # an average over the last ~1/(1 - beta) points, at most a tenth of the curve: a short run's
@@ -256,7 +252,7 @@ def figure(groups, labels):
                xlim=(0, max(e for run in runs for e, _ in run["train"] + run["evals"]) or 1))
         ax.grid(alpha=0.3)
     ax_val.set(title="validation loss (nats per character)", ylabel="val loss (nats/char)")
-    ax_train.set(title=f"training loss ({unit}, smoothed)", ylabel=f"train loss ({unit})")
+    ax_train.set(title="training loss (nats/char, smoothed)", ylabel="train loss (nats/char)")
     notes = ["final val loss"] + ["band: lowest to highest seed"] * any(len(g) > 1 for g in groups) + \
         ["* unfinished: stopped before its last step"] * (not all(map(finished, runs)))
     ax_val.legend(fontsize=8, title="\n".join(notes), title_fontsize=8)
@@ -300,8 +296,6 @@ def time_to_cell(group, target):
     """
     times = [next(s for (_, loss), s in zip(run["evals"], run["eval_s"]) if loss <= target)
              for run in group if any(loss <= target for _, loss in run["evals"])]
-    if None in times:
-        return "-"  # reached at an evaluation whose time is not known (an older log)
     cell = seconds(sum(times) / len(times)) if times else "not reached"
     return cell if len(times) in (0, len(group)) else f"{cell} ({len(times)} of {len(group)} seeds)"
 
@@ -312,9 +306,8 @@ def ablation_table(groups, labels, target=None):
     header, rows = ["#", "change", "val loss"] + ["held-out test"] * held_out + \
         ["seeds", "params", "mean time", "device"], []
     for i, (group, label, row_tests) in enumerate(zip(groups, labels, tests), start=1):
-        times = [t for t in map(run_time, group) if t is not None]  # the others' clocks are not known
-        mean_time = (seconds(sum(times) / len(times)) if times else "-") + \
-            f" ({len(times)} of {len(group)} seeds)" * (0 < len(times) < len(group))
+        times = [t for t in map(run_time, group) if t is not None]  # None: killed before its first evaluation
+        mean_time = seconds(sum(times) / len(times)) if times else "-"
         rows.append([str(i), label, group_val(group)] + [group_test(row_tests)] * held_out +
                     [str(len(group)), _g(group[0]["config"].get("n_params")),
                      mean_time, ", ".join(sorted({device_name(run["config"]) for run in group}))]

@@ -5,16 +5,12 @@ fast there. gpt.py and train.py read as the textbook; everything that depends on
     device = pick_device("auto")            # CUDA, then MPS, then CPU
     rank, world = start_processes(device)    # under torchrun: join the process group (DDP)
     set_up_process(device, compile=can_compile(device))  # settings of the whole process: the caller's, once
-    chosen = choose(device, None, d_model=192, vocab_size=4000, rows=4096)
-    # ^ bf16 or fp32 timed on the model's own matrix shapes, not guessed (chosen.amp, chosen.amp_times);
-    #   MFU's yardstick (chosen.peak)
+    chosen = choose(device, None, d_model=192, vocab_size=4000, rows=4096)  # bf16 or fp32, timed; MFU's peak
     use_fast_modules(model, device)          # fused attention on GPUs, cheaper dropout masks on CPU
     model, compiled, times = compile_if_faster(model, device, batch_size, block_size, chosen.amp)
-    # ^ compiled where that was faster, timed on a training batch (times)
     with autocast(device, chosen.amp): ...   # bf16 matmuls, reductions and the loss in fp32
 
-Each piece computes what the plain model computes, and says what it buys; the measurements behind them,
-with the commands that repeat them, are in NOTES.md, and `python bench.py step` times a whole step.
+Measurements and the commands that repeat them: NOTES.md; `python bench.py step` times a whole step.
 """
 
 import contextlib
@@ -163,13 +159,9 @@ def time_matmuls(shapes, dtype, device):
 
 @functools.cache  # once per process and timer
 def bf16_emulated(device, timer):
-    """A first look before timing bf16 in earnest: one 256 x 256 x 256 product in each dtype, alternated, the
-    best of 3 (under a millisecond in fp32). A CPU without bf16 units (AVX2 only) emulates bf16 at ~1 GFLOP/s,
-    100x behind its fp32: there, timing the model's shapes and the peak's product in bf16 took 30 s of every
-    start-up (AMD EPYC Zen 3, NOTES.md). (On a GPU a product this small is launch-bound: the look passes and
-    measure_amp decides.) Returns (emulated, the times): emulated when bf16 is over 10x behind fp32 on this
-    product, or below 5 GFLOP/s on it (no bf16 unit is that slow, and on a busy machine the fp32 product can
-    be slowed enough to hide the ratio), or has no matmul at all (an older MPS; bf16 time None)."""
+    """(emulated, times) from one 256^3 product per dtype, best of 3: a CPU without bf16 units emulates it
+    ~100x behind fp32, and timing the model in bf16 there cost 30 s of every start-up (NOTES.md). Emulated:
+    bf16 over 10x behind fp32, below 5 GFLOP/s (a busy machine can hide the ratio), or no bf16 matmul."""
     fp32, bf16 = [], []
     for _ in range(3):
         fp32.append(timer([(256, 256, 256)], torch.float32, device))
@@ -187,10 +179,8 @@ def measure_amp(device, d_model, vocab_size, rows, repeats=3, timer=time_matmuls
     """Whether bf16 autocast pays on this machine for this model: the model's own matrix products timed in
     fp32 and in bf16, interleaved (fp32, bf16, fp32, bf16, ...) so both see the same load; a fraction of a
     second. Returns (amp, {"fp32": [s, ...], "bf16": [s, ...], "of": "the model's"}) for the log, or the
-    first look's times where it found bf16 emulated ("of": "256^3").
-
-    A flag list is a hint, not a measurement: a CPU that lists avx512_bf16 without AMX multiplied the 2.56M
-    model's shapes slower in bf16 than in fp32 (NOTES.md), and a CPU without bf16 units emulates it."""
+    first look's times where it found bf16 emulated ("of": "256^3"). A flag list is only a hint: a CPU listing
+    avx512_bf16 without AMX multiplied the 2.56M model's shapes slower in bf16 than in fp32 (NOTES.md)."""
     emulated, first_look = bf16_emulated(device, timer)
     if emulated:
         return False, first_look
@@ -215,16 +205,10 @@ def peak_size(device):
 
 @functools.cache
 def matmul_peak(device, repeats=10):
-    """(FLOP/s, dtype) of the machine's fastest matrix product: n x n x n in fp32 (TF32 on CUDA, as
-    set_up_process allows) and in bf16 (unless the first look found it emulated), whichever is faster.
-
-    Model FLOPs utilisation (MFU) is a step's useful FLOP/s over this number, whatever precision the step
-    ran in: a step in bf16 on a CPU whose bf16 is slower than its fp32 is measured against the fp32 peak.
-    nanoGPT divides by the GPU's datasheet peak; a CPU has none that it reaches, so here the peak is
-    measured, which is below the datasheet's: the MFU is higher than nanoGPT's would be on the same GPU.
-    n = 1024 on CPU and MPS (~10 ms a product in fp32 on a 2-core CPU); 8192 on CUDA. The best of 10: a CPU's
-    speed drifts from one product to the next (bf16 on an AMD EPYC: 330-690 GFLOP/s within a second), and a
-    slow draw would make the peak low and the MFU look better than it is."""
+    """(FLOP/s, dtype) of the machine's fastest n^3 product, fp32 (TF32 on CUDA) or bf16 (unless emulated):
+    MFU's denominator, whatever precision the step ran in. Measured, not nanoGPT's datasheet peak (a CPU has
+    none it reaches), so MFU reads higher than nanoGPT's would. The best of 10: a CPU's speed drifts (bf16
+    on an AMD EPYC: 330-690 GFLOP/s within a second), and a slow draw would flatter the MFU."""
     n = peak_size(device)
     best = {}
     emulated = bf16_emulated(device, time_matmuls)[0]
@@ -407,8 +391,7 @@ def compile_if_faster(model, device, batch_size, block_size, amp, measure=True, 
             times["compiled"].append(timer(compiled))
             times["eager"].append(timer(model))
     model.zero_grad(set_to_none=True)
-    # compiled unless eager wins by over 5%: a busy machine's noise is larger than a small margin (on a loaded
-    # 2-core CPU eager once timed 3% faster, where compiled is 10-16% faster when quiet: NOTES.md, 2026-12-07)
+    # compiled unless eager wins by over 5%: a busy machine's noise is larger (NOTES.md, 2026-12-07)
     faster = min(times["compiled"]) <= 1.05 * min(times["eager"])
     return compiled if faster else model, faster, {k: [round(t, 4) for t in v] for k, v in times.items()}
 

@@ -1850,32 +1850,26 @@ def write_log(path, name, events):
         f.write("\n".join(json.dumps(e) for e in events) + "\n")
 
 
-def fake_log(path, name, final, preset=None, t0=0.0, steps=30, per_char=False, time_s=60.0, status="done",
+def fake_log(path, name, final, preset=None, t0=0.0, steps=30, time_s=60.0, status="done",
              total_steps=None, machine=None, **flags):
-    """A finished run: train loss 4 - step/10 every 5 steps, val loss falling to `final` at steps 0,
-    steps // 2 and steps. per_char=True writes today's log: loss_per_char (loss / 4: 4 characters a
-    token), elapsed_s on evals, a train event at the last step and the config event's preset. A run
+    """A finished run: train loss 4 - step/10 (loss_per_char: / 4, 4 characters a token) every 5 steps and
+    at the last, val loss falling to `final` at steps 0, steps // 2 and steps (elapsed_s: the step). A run
     stopped early (--max_steps) ends at `steps` of `total_steps`. `machine` adds device, amp and versions
     to the config event. `flags` override the config."""
     cfg = dict(train.defaults(), **(train.PRESETS[preset]["flags"] if preset else {}), preset=preset, epochs=1)
     cfg.update(flags)
+    study = train.PRESETS.get(preset, {})
     events = [{"event": "config", "time": t0, "name": name, "config": cfg, "device": "cpu", "n_params": 2560128,
-               "total_steps": total_steps or steps, **(machine or {})}]
-    if per_char:
-        study = train.PRESETS.get(preset, {})
-        events[0]["preset"] = {"name": preset, "change": study.get("change"),
-                               "study_val_loss": study.get("study_val_loss")}
+               "total_steps": total_steps or steps, **(machine or {}),
+               "preset": {"name": preset, "change": study.get("change"), "study_val_loss": study.get("study_val_loss")}}]
     for step in range(steps + 1):
-        if step and (step % 5 == 0 or per_char and step == steps):
+        if step and (step % 5 == 0 or step == steps):
             events.append({"event": "train", "time": t0 + step, "step": step, "epoch": step / steps,
-                           "loss": 4 - step / 10, "lr": 1e-3, "tokens_per_s": 1000.0})
-            if per_char:
-                events[-1]["loss_per_char"] = (4 - step / 10) / 4
+                           "loss": 4 - step / 10, "loss_per_char": (4 - step / 10) / 4, "lr": 1e-3,
+                           "tokens_per_s": 1000.0})
         if step in (0, steps // 2, steps):
             events.append({"event": "eval", "time": t0 + step, "step": step, "epoch": step / steps,
-                           "val_loss": final + (steps - step) / steps})
-            if per_char:
-                events[-1]["elapsed_s"] = float(step)
+                           "val_loss": final + (steps - step) / steps, "elapsed_s": float(step)})
     events.append({"event": "end", "time": t0 + 60, "status": status, "final_val_loss": final,
                    "best_val_loss": final, "steps": steps, "tokens_per_s": 1000.0, "time_s": time_s})
     write_log(path, name, events)
@@ -1919,13 +1913,13 @@ def test_plot_logs_marks_a_run_stopped_by_max_steps_unfinished(tmp_path, capsys)
 def test_ladder_device_column_names_the_gpu_or_the_cpu_and_the_precision(tmp_path, capsys):
     h100 = {"device": "cuda", "amp": True, "versions": {"gpu": "NVIDIA H100 80GB HBM3", "cpu": "Intel(R) Xeon(R)"}}
     epyc = {"device": "cpu", "amp": False, "versions": {"gpu": None, "cpu": "AMD EPYC 7B13"}}
-    fake_log(str(tmp_path / "g" / "log.jsonl"), "g", 1.3, preset="step6", per_char=True, machine=h100)
-    fake_log(str(tmp_path / "c" / "log.jsonl"), "c", 1.4, preset="step5", per_char=True, t0=1, machine=epyc)
-    fake_log(str(tmp_path / "old" / "log.jsonl"), "old", 1.5, preset="step0", t0=2)  # an older log: "cpu"
+    fake_log(str(tmp_path / "g" / "log.jsonl"), "g", 1.3, preset="step6", machine=h100)
+    fake_log(str(tmp_path / "c" / "log.jsonl"), "c", 1.4, preset="step5", t0=1, machine=epyc)
+    fake_log(str(tmp_path / "n" / "log.jsonl"), "n", 1.5, preset="step0", t0=2)  # no versions: the device's kind
     plot_logs.main(["--table", "--runs", str(tmp_path / "*" / "log.jsonl")])
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[4:]]
     assert [(row[0], row[2], row[4], row[-1]) for row in rows] == [
-        ("| step0", "-", "-", "cpu |"),  # an older log does not say what its step changed, nor the study's number
+        ("| step0", "baseline: SGD, constant lr", "1.7533", "cpu |"),
         ("| step5", "smaller model; no wd on bias/norm/emb; lr floor", "1.2935", "AMD EPYC 7B13 fp32 |"),
         ("| step6", "smaller still", "1.3206", "NVIDIA H100 80GB HBM3 bf16 |")]
 
@@ -1948,14 +1942,14 @@ def test_read_log_drops_steps_logged_again_after_resume(tmp_path):
     # steps 1-3 ran, the checkpoint is at step 2 (its eval), the run was killed during step 3 and resumed
     path = str(tmp_path / "r" / "log.jsonl")
     events = [{"event": "config", "time": 0, "name": "r", "config": {}},
-              {"event": "train", "step": 1, "epoch": 0.25, "loss": 3.0},
-              {"event": "train", "step": 2, "epoch": 0.5, "loss": 2.5},
-              {"event": "eval", "step": 2, "epoch": 0.5, "val_loss": 2.0},
-              {"event": "train", "step": 3, "epoch": 0.75, "loss": 9.9},
+              {"event": "train", "step": 1, "epoch": 0.25, "loss": 3.0, "loss_per_char": 0.75},
+              {"event": "train", "step": 2, "epoch": 0.5, "loss": 2.5, "loss_per_char": 0.625},
+              {"event": "eval", "step": 2, "epoch": 0.5, "val_loss": 2.0, "elapsed_s": 20.0},
+              {"event": "train", "step": 3, "epoch": 0.75, "loss": 9.9, "loss_per_char": 2.475},
               {"event": "end", "status": "interrupted", "final_val_loss": 2.0},
-              {"event": "resume", "step": 2},
-              {"event": "train", "step": 3, "epoch": 0.75, "loss": 2.2},
-              {"event": "eval", "step": 4, "epoch": 1.0, "val_loss": 1.8}]
+              {"event": "resume", "step": 2, "elapsed_s": 21.0},
+              {"event": "train", "step": 3, "epoch": 0.75, "loss": 2.2, "loss_per_char": 0.55},
+              {"event": "eval", "step": 4, "epoch": 1.0, "val_loss": 1.8, "elapsed_s": 40.0}]
     write_log(path, "r", events)
     with open(path, "a") as f:
         f.write('{"event": "train", "st')  # killed mid-line
@@ -1963,33 +1957,32 @@ def test_read_log_drops_steps_logged_again_after_resume(tmp_path):
     assert run["train"] == [(0.25, 3.0), (0.5, 2.5), (0.75, 2.2)]
     assert run["evals"] == [(0.5, 2.0), (1.0, 1.8)]
     assert run["end"] is None and plot_logs.final_val_loss(run) == 1.8
-    assert run["train_per_char"] is None and run["elapsed_s"] is None  # an older log: no such fields
 
 
 def test_read_log_reads_loss_per_char_and_elapsed_time(tmp_path):
     path = str(tmp_path / "r" / "log.jsonl")
-    fake_log(path, "r", 1.3, steps=12, per_char=True)  # train events at 5, 10 and the last step, 12
+    fake_log(path, "r", 1.3, steps=12)  # train events at 5, 10 and the last step, 12
     run = plot_logs.read_log(path)
     assert run["train"] == [(5 / 12, 3.5), (10 / 12, 3.0), (1.0, 2.8)]
     assert run["train_per_char"] == [(5 / 12, 0.875), (10 / 12, 0.75), (1.0, 0.7)]
     assert run["elapsed_s"] == 12.0
 
 
-@pytest.mark.parametrize("kept_clock", [True, False])
-def test_read_log_times_a_resumed_run_only_when_its_clock_went_on(tmp_path, kept_clock):
-    # a checkpoint keeps the run's clock, and its resume event says so; an older one's did not (None)
+def test_read_log_times_a_resumed_run_on_the_clock_its_checkpoint_kept(tmp_path):
     path = str(tmp_path / "r" / "log.jsonl")
     events = [{"event": "config", "time": 0, "name": "r", "config": {}},
               {"event": "eval", "step": 2, "epoch": 0.5, "val_loss": 2.0, "elapsed_s": 30.0},
-              {"event": "resume", "step": 2, "elapsed_s": 31.0 if kept_clock else None},
-              {"event": "eval", "step": 4, "epoch": 1.0, "val_loss": 1.8, "elapsed_s": 50.0 if kept_clock else 9.0},
-              {"event": "end", "status": "done", "final_val_loss": 1.8, "time_s": 52.0 if kept_clock else 11.0}]
+              {"event": "resume", "step": 2, "elapsed_s": 31.0},
+              {"event": "eval", "step": 4, "epoch": 1.0, "val_loss": 1.8, "elapsed_s": 50.0},
+              {"event": "end", "status": "done", "final_val_loss": 1.8, "time_s": 52.0}]
     write_log(path, "r", events)
     run = plot_logs.read_log(path)
-    assert run["eval_s"] == ([30.0, 50.0] if kept_clock else [30.0, None])
-    assert plot_logs.run_time(run) == (52.0 if kept_clock else None)
-    assert plot_logs.time_to_cell([run], 2.0) == "30 s"                  # reached before the resume: known
-    assert plot_logs.time_to_cell([run], 1.9) == ("50 s" if kept_clock else "-")
+    assert run["eval_s"] == [30.0, 50.0] and plot_logs.run_time(run) == 52.0
+    assert [plot_logs.time_to_cell([run], target) for target in (2.0, 1.9)] == ["30 s", "50 s"]
+    del events[3]["elapsed_s"]  # a log from before evaluations were timed: one sentence naming the line
+    write_log(path, "r", events)
+    with pytest.raises(ValueError, match=f"^{re.escape(path)} line 4 has no 'elapsed_s'; "):
+        plot_logs.read_log(path)
 
 
 def runs_in(tmp_path):
@@ -2014,19 +2007,19 @@ def test_plot_logs_writes_png_from_two_logs(tmp_path):
         plot_logs.main(["--runs", str(tmp_path / "*" / "log.jsonl"), "--out", str(tmp_path / "FILE" / "fig.png")])
 
 
-def test_figure_train_panel_of_old_logs_is_in_nats_per_token_and_ends_at_the_last_epoch(tmp_path):
+def test_figure_train_panel_is_in_nats_per_char_and_ends_at_the_last_epoch(tmp_path):
     fake_log(str(tmp_path / "a" / "log.jsonl"), "a", 1.5, steps=30)
     fake_log(str(tmp_path / "b" / "log.jsonl"), "b", 1.3, steps=20, t0=1.0, lr=1e-3)
     fig = plot_logs.figure(runs_in(tmp_path), ["a", "b"])
     ax_val, ax_train = fig.axes[:2]
-    assert ax_train.get_ylabel() == "train loss (nats/token)" and ax_val.get_ylabel() == "val loss (nats/char)"
+    assert ax_train.get_ylabel() == "train loss (nats/char)" and ax_val.get_ylabel() == "val loss (nats/char)"
     assert ax_train.get_xlabel() == ax_val.get_xlabel() == "epoch"
     assert ax_train.get_xlim() == ax_val.get_xlim() == (0, 1.0)  # both runs reached epoch 1; no margin beyond
     assert [t.get_text() for t in ax_val.get_legend().get_texts()] == ["a  1.5000", "b  1.3000"]
 
 
 def test_figure_of_a_run_with_one_train_point_draws_it(tmp_path):
-    fake_log(str(tmp_path / "a" / "log.jsonl"), "a", 1.5, steps=3, per_char=True)  # logs only its last step
+    fake_log(str(tmp_path / "a" / "log.jsonl"), "a", 1.5, steps=3)  # logs only its last step
     fig = plot_logs.figure(runs_in(tmp_path), ["a"])
     ax_train = fig.axes[1]
     assert ax_train.get_ylabel() == "train loss (nats/char)"
@@ -2056,8 +2049,8 @@ def test_recipe_groups_seeds_and_keeps_other_settings_apart():
 
 def test_figure_draws_seeds_of_one_recipe_as_a_mean_in_a_band(tmp_path):
     for seed, final in [(1, 1.40), (2, 1.42), (3, 1.41)]:
-        fake_log(str(tmp_path / f"s{seed}" / "log.jsonl"), f"s{seed}", final, t0=seed, per_char=True, seed=seed)
-    fake_log(str(tmp_path / "lr" / "log.jsonl"), "lr", 1.6, t0=9, per_char=True, lr=1e-3)
+        fake_log(str(tmp_path / f"s{seed}" / "log.jsonl"), f"s{seed}", final, t0=seed, seed=seed)
+    fake_log(str(tmp_path / "lr" / "log.jsonl"), "lr", 1.6, t0=9, lr=1e-3)
     groups = runs_in(tmp_path)
     assert [[r["name"] for r in g] for g in groups] == [["s1", "s2", "s3"], ["lr"]]
     fig = plot_logs.figure(groups, ["defaults (3 seeds)", "lr"])
@@ -2070,11 +2063,11 @@ def test_figure_draws_seeds_of_one_recipe_as_a_mean_in_a_band(tmp_path):
 
 
 def test_ladder_table_lists_presets_in_study_order(tmp_path, capsys):
-    fake_log(str(tmp_path / "s6" / "log.jsonl"), "s6", 1.4, preset="step6", per_char=True)
-    fake_log(str(tmp_path / "s6b" / "log.jsonl"), "s6b", 1.45, preset="step6", t0=2.0, seed=2, per_char=True,
+    fake_log(str(tmp_path / "s6" / "log.jsonl"), "s6", 1.4, preset="step6")
+    fake_log(str(tmp_path / "s6b" / "log.jsonl"), "s6b", 1.45, preset="step6", t0=2.0, seed=2,
              steps=10, total_steps=30)  # stopped by --max_steps
-    fake_log(str(tmp_path / "s0" / "log.jsonl"), "s0", 1.9, preset="step0", t0=5.0, per_char=True)
-    fake_log(str(tmp_path / "x" / "log.jsonl"), "x", 1.2, per_char=True)  # not a preset: not in the ladder
+    fake_log(str(tmp_path / "s0" / "log.jsonl"), "s0", 1.9, preset="step0", t0=5.0)
+    fake_log(str(tmp_path / "x" / "log.jsonl"), "x", 1.2)  # not a preset: not in the ladder
     plot_logs.main(["--table", "--runs", str(tmp_path / "*" / "log.jsonl")])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("nanorun ladder: 100,000 titles x 1 epoch of data/hn_titles.txt "
@@ -2097,7 +2090,7 @@ def test_ablation_table_one_row_per_recipe_mean_and_spread(tmp_path, capsys):
     for name, final, t0, time_s, flags in logs:
         status = "interrupted" if name == "lr-1" else "done"
         fake_log(str(tmp_path / name / "log.jsonl"), name, final, preset="step6", t0=t0, time_s=time_s,
-                 status=status, per_char=True, **flags)  # evaluations at 0, 15 and 30 s
+                 status=status, **flags)  # evaluations at 0, 15 and 30 s
     plot_logs.main(["--ablation", "--target", "1.41", "--runs", str(tmp_path / "*" / "log.jsonl")])
     assert capsys.readouterr().out.splitlines() == [
         "ablation: 3 recipes, 6 runs, 100,000 titles x 1 epoch of data/hn_titles.txt",
@@ -2132,9 +2125,9 @@ def test_ablation_table_one_row_per_recipe_mean_and_spread(tmp_path, capsys):
 def test_ablation_table_shows_the_held_out_test_losses_evaluate_printed_for_the_runs(tmp_path, capsys):
     for seed, final in ((1, 1.40), (2, 1.42), (3, 1.41)):
         fake_log(str(tmp_path / "a" / f"base-{seed}" / "log.jsonl"), f"base-{seed}", final, preset="step6", t0=seed,
-                 seed=seed, per_char=True)
+                 seed=seed)
     # elsewhere, a run of the same name and final val loss that evaluate.py never saw
-    fake_log(str(tmp_path / "b" / "base-1" / "log.jsonl"), "base-1", 1.40, preset="step6", lr=1e-3, per_char=True)
+    fake_log(str(tmp_path / "b" / "base-1" / "log.jsonl"), "base-1", 1.40, preset="step6", lr=1e-3)
     result = lambda name, loss, val: dict(checkpoint=f"runs/{name}/ckpt.pt", params=2560128, test_titles=100,
                                           loss=loss, perplexity=math.exp(loss), tokens_per_char=0.3, val_loss=val,
                                           time_s=1.0)

@@ -15,13 +15,12 @@ Searched, in ranges that are a guess, each widened to hold the untuned value: lr
 The pruner stops a trial that is behind the others at the same evaluation; a diverged trial is pruned, a crashed
 one is recorded as failed and the study goes on. Trial N's run is runs/<study>-tN; the same command resumes it.
 
-Storage (--storage); each worker of a study runs --trials trials, and trial numbers stay unique:
-- sqlite:///FILE (default runs/tune.db): one process at a time; SQLite locks the whole file per write.
-- a journal file path: processes on one machine, each with its own --sampler_seed, e.g. in two terminals:
-      python tune.py --storage runs/tune.log --study s1 --trials 15 --sampler_seed 1
-      python tune.py --storage runs/tune.log --study s1 --trials 15 --sampler_seed 2
-- postgresql://user:password@host/db (pip install psycopg2-binary) or mysql+pymysql://... (pip install pymysql):
-  many machines, one database server, the same commands on every machine.
+Storage (--storage; each worker runs --trials trials): sqlite:///FILE (default runs/tune.db) for one process
+(SQLite locks the whole file per write);
+a journal file path for processes on one machine, each with its own --sampler_seed, e.g. in two terminals:
+      python tune.py --storage runs/tune.log --study s1 --trials 15 --sampler_seed 1   # and --sampler_seed 2
+postgresql://user:password@host/db (pip install psycopg2-binary) or mysql+pymysql://... (pip install pymysql):
+many machines, one database server, the same command on every machine.
 """
 
 import argparse
