@@ -79,7 +79,6 @@ def run_time(run):
     """Seconds the run took (a resumed run's clock goes on from its checkpoint), or None: not known."""
     return (run["end"] or {}).get("time_s") or run["elapsed_s"]
 
-
 def finished(run):
     """Whether the run ended "done" at the config event's total_steps (--max_steps ends "done" earlier).
 
