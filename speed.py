@@ -5,10 +5,10 @@ fast there. gpt.py and train.py read as the textbook; everything that depends on
     device = pick_device("auto")            # CUDA, then MPS, then CPU
     rank, world = start_processes(device)    # under torchrun: join the process group (DDP)
     set_up_process(device, compile=can_compile(device))  # settings of the whole process: the caller's, once
-    chosen = choose(device, None, d_model=192, vocab_size=4000, rows=4096)  # bf16 or fp32, timed; MFU's peak
+    machine = choose(device, None, d_model=192, vocab_size=4000, rows=4096)  # bf16 or fp32, timed; MFU's peak
     use_fast_modules(model, device)          # fused attention on GPUs, cheaper dropout masks on CPU
-    model, compiled, times = compile_if_faster(model, device, batch_size, block_size, chosen.amp)
-    with autocast(device, chosen.amp): ...   # bf16 matmuls, reductions and the loss in fp32
+    model, compiled, times = compile_if_faster(model, device, batch_size, block_size, machine.amp)
+    with autocast(device, machine.amp): ...   # bf16 matmuls, reductions and the loss in fp32
 
 Measurements and the commands that repeat them: NOTES.md; `python bench.py step` times a whole step.
 """

@@ -177,14 +177,16 @@ def run(callback=None, **config):
     files = RunFiles.for_run(cfg, resume, main_process)
     tok_sha = files.add_tokenizer(data.tok_path, resume)
 
-    # ---- model and optimizer, on this machine
+    # ---- this machine (speed.py): process settings, bf16 or fp32 by timing, MFU's yardstick; no change to the math
     use_compile = speed.can_compile(device) if cfg["compile"] is None else cfg["compile"]
     freed_memory_kept = speed.set_up_process(device, use_compile)  # settings of the whole process (why: speed.py)
     amp = resume.get("amp") if resume and cfg["amp"] is None else cfg["amp"]  # None: timed; resumed: its own
-    chosen = speed.choose(device, amp, cfg["d_model"], cfg["vocab_size"], B // world * T, world,
-                          peaks_file=f"{cfg['out_dir']}/.matmul_peaks.json")
+    machine = speed.choose(device, amp, cfg["d_model"], cfg["vocab_size"], B // world * T, world,
+                           peaks_file=f"{cfg['out_dir']}/.matmul_peaks.json")
+
+    # ---- model and optimizer
     torch.manual_seed(cfg["seed"])  # the same initial weights in every process; also seeds CUDA and MPS
-    raw_model, opt, fast_modules = build_model(cfg, data.tok, device, chosen.amp)
+    raw_model, opt, fast_modules = build_model(cfg, data.tok, device, machine.amp)
     # step: updates done; val: the last validation loss (at val_step); best: the lowest so far
     step, best, val, val_step = restore(resume, raw_model, opt) if resume else (0, math.inf, math.nan, None)
     ema = optim.WeightAverage(raw_model.parameters(), cfg["ema"]) if cfg["ema"] else None
@@ -195,7 +197,7 @@ def run(callback=None, **config):
     # --compile was typed; under torchrun each process would time alone, so there it compiles wherever it can.
     net, compiled, compile_times = raw_model, False, None
     if use_compile:
-        net, compiled, compile_times = speed.compile_if_faster(raw_model, device, B // world, T, chosen.amp,
+        net, compiled, compile_times = speed.compile_if_faster(raw_model, device, B // world, T, machine.amp,
                                                                measure=cfg["compile"] is None and world == 1)
     model = net
     if world > 1:  # one model on N processes: DDP averages the gradients in every backward pass
@@ -203,12 +205,12 @@ def run(callback=None, **config):
         model = DDP(net, device_ids=[torch.cuda.current_device()] if device == "cuda" else None)
     if resume:  # after the seeding above: a resumed run draws on from where its checkpoint left off
         set_rng_state(resume["rng"], rank)
-    teacher = load_teacher(cfg, data, device, chosen.amp, compiled, B // world) if cfg["teacher"] else None
+    teacher = load_teacher(cfg, data, device, machine.amp, compiled, B // world) if cfg["teacher"] else None
     flops_per_token = speed.step_flops_per_token(raw_model, cfg["opt"], teacher)
-    peak = chosen.peak  # MFU's yardstick: all devices' fastest matmul, FLOP/s
+    peak = machine.peak  # MFU's yardstick: all devices' fastest matmul, FLOP/s
 
     files.log_start(cfg, resume, data, plan, raw_model, step, PRESETS.get(cfg["preset"], {}), dict(
-        device=device, processes=world, **chosen.log, compiled=compiled, compile_times_s=compile_times,
+        device=device, processes=world, **machine.log, compiled=compiled, compile_times_s=compile_times,
         fast_modules=fast_modules, freed_memory_kept=freed_memory_kept, versions=versions()), RESUME_MAY_CHANGE, say)
 
     def validate():
@@ -227,7 +229,7 @@ def run(callback=None, **config):
 
     def save():
         files.save(save_state(raw_model, cfg, opt, step, plan.total, rng_states(world),
-                              tok_sha, data.sha256, chosen.amp, (best, val, val_step), time.time() - t_start, ema))
+                              tok_sha, data.sha256, machine.amp, (best, val, val_step), time.time() - t_start, ema))
 
     # ---- the loop: batch, lr, step, log, validate, save
     # Ctrl-C or SIGTERM only sets a flag; at the next step (never mid SAM step) all processes stop and save.
@@ -246,7 +248,7 @@ def run(callback=None, **config):
             for group in opt.param_groups:
                 group["lr"] = lr
             t0 = time.time()
-            loss = train_step(model, opt, x, y, device=device, amp=chosen.amp, grad_clip=cfg["grad_clip"],
+            loss = train_step(model, opt, x, y, device=device, amp=machine.amp, grad_clip=cfg["grad_clip"],
                               teacher=teacher, distill=cfg["distill"]).item()
             if not math.isfinite(loss):
                 raise Diverged(f"training loss became {loss} at step {step} (lr {lr:.3g}); lower --lr "
