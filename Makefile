@@ -3,8 +3,8 @@ PY    ?= .venv/bin/python
 DATA  ?= data/hn_titles.txt
 # A first run that finishes in minutes on a laptop CPU: nanorun's recipe on the study's smallest model,
 # fewer titles, 1 epoch, eager: compiling costs ~60 s the first time on a machine, more than 108 steps can
-# win back (NOTES.md, 2026-12-07 evening).
-FIRST ?= --preset nanorun --num_titles 30000 --epochs 1 --no-compile
+# win back (NOTES.md, 2026-12-07 evening); no weight average: one epoch of 108 steps is shorter than its memory.
+FIRST ?= --preset nanorun --num_titles 30000 --epochs 1 --no-compile --ema 0
 
 .PHONY: help install run data test bench tune evaluate figure records ladder ablate speedrun distill
 help:            ## this list
@@ -76,7 +76,7 @@ ladder: install    ## every step of the study in order, then its table (SCALE=cp
 # ROWS: name=flags;... (each row's flags in full); ARGS shrinks every run, e.g. ARGS='--num_titles 20000'
 # (an --epochs in ARGS also overrides every row's own epochs: ep5 then repeats wd0.1)
 SEEDS ?= 1337 1338 1339
-ROWS  ?= step6=--preset step6;rho0.5=--preset step6 --rho 0.5;adamw=--preset step6 --opt adamw;nodropout=--preset step6 --opt adamw --dropout 0;within_title=--preset step6 --opt adamw --dropout 0 --within_title;rope=--preset step6 --opt adamw --dropout 0 --within_title --rope;muon=--preset step6 --opt muon --dropout 0 --within_title --rope;wd0.1=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1;ep5=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1 --epochs 5;wsd=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1 --epochs 5 --schedule wsd;lr3e-3wd0.2=--preset nanorun --no-window_offsets --epochs 5 --no-attn_gate --no-relu2;offsets=--preset nanorun --epochs 5 --no-attn_gate --no-relu2;ep6=--preset nanorun --no-attn_gate --no-relu2;gate=--preset nanorun --no-relu2;nanorun=--preset nanorun
+ROWS  ?= step6=--preset step6;rho0.5=--preset step6 --rho 0.5;adamw=--preset step6 --opt adamw;nodropout=--preset step6 --opt adamw --dropout 0;within_title=--preset step6 --opt adamw --dropout 0 --within_title;rope=--preset step6 --opt adamw --dropout 0 --within_title --rope;muon=--preset step6 --opt muon --dropout 0 --within_title --rope;wd0.1=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1;ep5=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1 --epochs 5;wsd=--preset step6 --opt muon --dropout 0 --within_title --rope --weight_decay 0.1 --epochs 5 --schedule wsd;lr3e-3wd0.2=--preset nanorun --no-window_offsets --epochs 5 --no-attn_gate --no-relu2 --ema 0;offsets=--preset nanorun --epochs 5 --no-attn_gate --no-relu2 --ema 0;ep6=--preset nanorun --no-attn_gate --no-relu2 --ema 0;gate=--preset nanorun --no-relu2 --ema 0;relu2=--preset nanorun --ema 0;nanorun=--preset nanorun
 
 # JOBS runs at once: on one GPU a 2.56M-model run leaves most of it idle (33 runs, 12 at a time: 5.3 min on
 # an H200, NOTES.md); on a CPU keep JOBS=1, runs at once share its cores. Each run's output: its NAME.out.
@@ -95,9 +95,9 @@ ablate: install    ## the ablation rows x SEEDS seeds, JOBS at once, then runs/a
 	$(PY) plot_logs.py --runs $$rows --out $$dir/figure.png
 # ---- the study's number, fast: nanorun for 1.35 epochs with a larger lr, a shorter warm-up and a longer decay,
 # evaluated once at the end (each evaluation costs seconds); the table's last column is each seed's time to 1.3206.
-# Window offsets, the attention gate and squared ReLU off, as in the runs of records/speedrun/ (they came before
-# nanorun took them up).
-FAST  ?= --preset nanorun --epochs 1.35 --lr 8e-3 --warmup_ratio 0.01 --decay_frac 0.4 --evals_per_epoch 1 --no-window_offsets --no-attn_gate --no-relu2
+# Window offsets, the attention gate, squared ReLU and the weight average off, as in the runs of records/speedrun/
+# (they came before nanorun took them up).
+FAST  ?= --preset nanorun --epochs 1.35 --lr 8e-3 --warmup_ratio 0.01 --decay_frac 0.4 --evals_per_epoch 1 --no-window_offsets --no-attn_gate --no-relu2 --ema 0
 
 speedrun: install  ## nanorun to the study's 1.3206 in 2-7 minutes on a 2-core CPU, SEEDS seeds one at a time
 	@$(MAKE) --no-print-directory ablate ROWS='speedrun=$(FAST)' JOBS=1

@@ -335,8 +335,9 @@ PRESETS = {
     # Beyond the study: nanorun's recipe (README; each change measured with three seeds in NOTES.md).
     # nanorun12m: the same at step 5's shape and dropout, 5 epochs (a sixth: 0.0011 lower on one seed, NOTES.md).
     "nanorun": dict(change="Muon (lr 3e-3, wd 0.2), 6 epochs, WSD, no dropout, title-local attention, rotary "
-                    "positions, window offsets, gated attention, squared-ReLU MLP", study_val_loss=None,
-                    flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0, epochs=6)),
+                    "positions, window offsets, gated attention, squared-ReLU MLP, the last epoch's weights averaged",
+                    study_val_loss=None, flags=dict(_SMALL, **_NANORUN, n_layer=4, n_head=3, d_model=192, dropout=0.0,
+                                                    epochs=6, ema=0.995)),
     "nanorun12m": dict(change="nanorun's recipe, 5 epochs, at step 5's shape and dropout", study_val_loss=None,
                        flags=dict(_SMALL, **_NANORUN, n_layer=6, n_head=6, d_model=384, dropout=0.051, epochs=5)),
 }
