@@ -227,9 +227,10 @@ def run(callback=None, **config):
                        f"{tokens_per_s:,.0f} tokens/s")
         return callback is not None and callback(step, val)  # True: the caller wants the run to stop
 
-    def save():
-        files.save(save_state(raw_model, cfg, opt, step, plan.total, rng_states(world),
-                              tok_sha, data.sha256, machine.amp, (best, val, val_step), time.time() - t_start, ema))
+    def save():  # called by every process: rng_states gathers each one's generators; only the main one writes
+        files.save(save_state(raw_model, cfg, opt, step, plan.total, rngs=rng_states(world), tok_sha=tok_sha,
+                              data_sha=data.sha256, amp=machine.amp, evals=(best, val, val_step),
+                              elapsed_s=time.time() - t_start, ema=ema))
 
     # ---- the loop: batch, lr, step, log, validate, save
     # Ctrl-C or SIGTERM only sets a flag; at the next step (never mid SAM step) all processes stop and save.
