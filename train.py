@@ -45,16 +45,16 @@ from gpt import GPT, GPTConfig, sample_titles, visible
 # The training step: one definition, for run() and for bench.py
 
 def training_loss(model, x, y, p_teacher=None, distill=0.0):
-    """(cross-entropy with the next tokens, the loss to minimise). They are one and the same, except with a
-    teacher: knowledge distillation (Hinton et al. 2015) mixes in, with weight `distill`, the cross-entropy
-    against the teacher's predicted next-token distribution `p_teacher` (B, T, vocab), a soft target that also
-    says which other tokens were likely; its gradient is the KL divergence's, as the teacher's entropy is a
-    constant."""
+    """Returns (ce, loss): the cross-entropy of the model's predictions with the next tokens y, and the loss to
+    minimise, which is ce itself unless there is a teacher. Knowledge distillation (Hinton et al. 2015) mixes
+    in, with weight `distill`, the cross-entropy against the teacher's predicted next-token distribution
+    `p_teacher` (B, T, vocab), a soft target that also says which other tokens were likely; its gradient is the
+    KL divergence's, as the teacher's entropy is a constant."""
     logits, ce = model(x, y)
     if p_teacher is None:
         return ce, ce
     soft_ce = -(p_teacher * F.log_softmax(logits.float(), dim=-1)).sum(-1)         # (B, T)
-    return ce, (1 - distill) * ce + distill * soft_ce[y != -1].mean()  # the positions ce scores (-1: none)
+    return ce, (1 - distill) * ce + distill * soft_ce[y != -1].mean()  # where ce scores: gpt.py skips y = -1
 
 
 def train_step(model, opt, x, y, *, device, amp, grad_clip, teacher=None, distill=0.0):
