@@ -156,7 +156,7 @@ def train_batches(stream, block_size, batch_size, seed, start_step=0, offsets=Fa
     steps_per_epoch = n_windows // batch_size
     epoch, first = divmod(start_step, steps_per_epoch)
     while True:
-        g = torch.Generator().manual_seed(seed * 7919 + epoch)  # apart from epoch_order's generator
+        g = torch.Generator().manual_seed(seed * 7919 + epoch)  # not epoch_order's seed (but at --seed 0)
         shift = int(torch.randint(block_size, (1,), generator=g)) if offsets and epoch > 0 else 0
         if (len(stream) - 1 - shift) // block_size < steps_per_epoch * batch_size:
             shift = 0  # the shifted stream would hold one batch fewer: keep this epoch's cuts

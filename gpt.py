@@ -36,7 +36,7 @@ class GPTConfig:
     rope: bool = False      # rotary position embeddings (Su et al. 2021) instead of the learned table wpe
     within_title: bool = False  # attend only within a title; positions restart at every title
     eos_id: int = -1        # the token between titles, <eos> t1 <eos> t2 <eos> (needed by within_title)
-    attn_gate: bool = False  # scale each head's output by a sigmoid gate read from the block's input
+    attn_gate: bool = False  # scale each head's output by a sigmoid gate read from the attention's input
     relu2: bool = False     # the MLP's nonlinearity: relu(x)^2 (Primer) instead of GELU
 
     def __post_init__(self):
@@ -97,7 +97,8 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.attend = ScaledDotProductAttention(config.dropout)
         # output gate (Qiu et al. 2025): per token, each head's output times sigmoid(x W_g + b_g), one number
-        # per head; a head can say "nothing for this token" instead of spending its attention somewhere
+        # per head, x the attention's (normalised) input; a head can say "nothing for this token" instead of
+        # spending its attention somewhere. At init the gates are ~0.5: every head starts at half its output
         self.gate = nn.Linear(config.d_model, config.n_head, bias=config.bias) if config.attn_gate else None
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -112,7 +113,8 @@ class CausalSelfAttention(nn.Module):
             q, k = rotate(q, pos), rotate(k, pos)     # positions enter here instead of through wpe
         y = self.attend(q, k, v, mask)                # (B, nh, T, hs)
         if self.gate is not None:
-            y = y * torch.sigmoid(self.gate(x)).transpose(1, 2)[..., None]  # (B, nh, T, 1): one gate a head
+            g = torch.sigmoid(self.gate(x))           # (B, T, nh): one gate a head and token
+            y = y * g.transpose(1, 2)[..., None]      # (B, nh, T, hs) * (B, nh, T, 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -187,8 +189,9 @@ class GPT(nn.Module):
 
     def flops_per_token(self):
         """Floating-point operations to train on one token (forward + backward): 6 per parameter that
-        multiplies an activation, plus attention's q k^T and att v, 12 L T C (Kaplan et al. 2020; PaLM,
-        Chowdhery et al. 2022, app. B). The embedding lookup is not a multiply, the tied head is."""
+        multiplies an activation, plus attention's q k^T and att v, 12 L T C (PaLM, Chowdhery et al. 2022,
+        app. B; Kaplan et al. 2020 count only q k^T, half of it). The embedding lookup is not a multiply, the
+        tied head is."""
         c = self.config
         n = self.num_params() - (0 if c.rope else c.block_size * c.d_model)
         return 6 * n + 12 * c.n_layer * c.block_size * c.d_model

@@ -7,8 +7,9 @@ and Muon (Jordan et al. 2024) for the weight matrices inside the transformer blo
 the last weights (WeightAverage). Every update is a plain loop over the parameters, one tensor at a time, so
 each line reads as the paper's equation.
 
-    python -m pytest -q test_all.py -k "sgd_equals or adamw_equals or sam_ or muon or newton_schulz \
-        or schedule or each_optimizer or lr_zero or param_groups or ema_ends"   # against torch.optim, by hand
+    python -m pytest -q test_all.py -k "sgd_equals or adamw_equals or sam_by or sam_restores or sam_ignores \
+        or sam_groups or sam_state or sam_steps or newton_schulz or test_muon_ or schedule_values \
+        or schedule_errors or wsd_ or lr_zero or param_groups or zero_gradients"  # against torch.optim, by hand
     python bench.py adamw       # AdamW per tensor (as here) vs torch's multi-tensor foreach, in a step's share
 """
 
@@ -167,6 +168,8 @@ class SAM(torch.optim.Optimizer):
     @torch.no_grad()
     def first_step(self, zero_grad=False):
         """Move every parameter with a gradient from w to w + e, keeping a copy of w to come back to."""
+        if self.perturbed is not None:  # a second climb would keep w + e as the point to come back to
+            raise RuntimeError("SAM.first_step called twice: call second_step() between them.")
         groups = list(groups_with_grads(self))
         if not groups:
             raise RuntimeError("SAM.first_step found no gradients: call loss.backward() before it.")

@@ -800,6 +800,20 @@ def test_sam_ignores_gradient_scale_before_first_step(adaptive):
     assert points[0] == pytest.approx(points[1], abs=1e-6)
 
 
+def test_sam_steps_out_of_order_are_one_clear_error():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = optim.SAM([w], optim.AdamW, rho=0.05, lr=0.1, weight_decay=0.0)
+    with pytest.raises(RuntimeError, match="without a first_step"):
+        opt.second_step()
+    w.grad = torch.ones(3)
+    opt.first_step()
+    with pytest.raises(RuntimeError, match="called twice"):  # w + e would become the point to come back to
+        opt.first_step()
+    opt.second_step()
+    # back at w = 1, then AdamW's first step: lr * g / (|g| + eps) = 0.1
+    torch.testing.assert_close(w.detach(), torch.full((3,), 0.9))
+
+
 def test_sam_groups_are_shared_and_step_closure_matches_two_steps():
     a, b, backward = quadratic(3.0, 2.0)
     opt = optim.SAM([a, b], optim.SGD, lr=0.1)

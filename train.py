@@ -367,7 +367,7 @@ def build_parser():
     g.add_argument("--within_title", default=False, action=argparse.BooleanOptionalAction,
                    help="attend only within a title, not across <eos>; positions restart at each title")
     g.add_argument("--attn_gate", default=False, action=argparse.BooleanOptionalAction,
-                   help="scale each attention head's output by a sigmoid gate read from the block's input")
+                   help="scale each attention head's output by a sigmoid gate read from the attention's input")
     g.add_argument("--relu2", default=False, action=argparse.BooleanOptionalAction,
                    help="squared ReLU in the MLP instead of GELU (So et al. 2021, Primer)")
     g = p.add_argument_group("optimization")
