@@ -223,6 +223,11 @@ class GPT(nn.Module):
         The stream packs several titles into a window: <eos> t1 <eos> t2 <eos> ... With within_title each
         <eos> is position 0 of the title after it: positions count from there, and a token attends only to
         the earlier tokens of its own title (its <eos> included), never into the title before it.
+
+        >>> m = GPT(GPTConfig(vocab_size=9, block_size=6, n_layer=1, n_head=1, d_model=8, within_title=True, eos_id=0))
+        >>> pos, mask = m.positions_and_mask(torch.tensor([[5, 0, 6, 7, 0, 8]]))  # 5: the end of a cut title
+        >>> pos.tolist(), mask[0, 0, 3].int().tolist()  # what token 7 (t = 3) may attend to: its title's first 3
+        ([[0, 0, 1, 2, 0, 1]], [0, 1, 1, 1, 0, 0])
         """
         T = idx.size(1)
         t = torch.arange(T, device=idx.device)                              # (T,)
