@@ -116,7 +116,8 @@ def n_evals(cfg):  # evaluations after step 0, at least one (tune.py's pruner co
 
 def plan_steps(cfg, train_tokens, start=0):
     """per_epoch; total (the schedule's length: --epochs may be fractional); last (where this run stops:
-    --max_steps); evals (the steps followed by a validation); warmup (the steps of linear warm-up)."""
+    --max_steps); evals (the steps followed by a validation); warmup (the steps of linear warm-up); averaged
+    (the last epoch's steps, which --ema averages)."""
     T, B = cfg["block_size"], cfg["batch_size"]
     steps_per_epoch = (train_tokens - 1) // T // B
     if steps_per_epoch == 0:
@@ -130,7 +131,7 @@ def plan_steps(cfg, train_tokens, start=0):
                              else f"pass a --max_steps above {start} to go on"))
     evals = {0, last} | {round(total * j / n_evals(cfg)) for j in range(1, n_evals(cfg) + 1)}
     return SimpleNamespace(per_epoch=steps_per_epoch, total=total, last=last, evals=evals,
-                           warmup=round(cfg["warmup_ratio"] * total))
+                           warmup=round(cfg["warmup_ratio"] * total), averaged=min(steps_per_epoch, total))
 
 
 def build_model(cfg, tok, device, amp):
@@ -171,9 +172,9 @@ def run(callback=None, **config):
     # ---- data and tokenizer
     data = load_data(cfg, rank, world, say, resume)
     plan = plan_steps(cfg, len(data.train_stream), start=resume["step"] if resume else 0)
-    if cfg["ema"] and min(plan.per_epoch, plan.total) < 1 / (1 - cfg["ema"]):  # --ema averages the last epoch
+    if cfg["ema"] and plan.averaged < 1 / (1 - cfg["ema"]):  # --ema averages the last epoch
         say(f"warning: --ema {cfg['ema']} averages over ~{1 / (1 - cfg['ema']):.0f} steps, the last epoch has "
-            f"{min(plan.per_epoch, plan.total)}: the average keeps much of its first weights (--ema 0: off)")
+            f"{plan.averaged}: the average keeps much of its first weights (--ema 0: off)")
     files = RunFiles.for_run(cfg, resume, main_process)
     tok_sha = files.add_tokenizer(data.tok_path, resume)
 
@@ -255,7 +256,7 @@ def run(callback=None, **config):
                 raise Diverged(f"training loss became {loss} at step {step} (lr {lr:.3g}); lower --lr "
                                "or set a smaller --grad_clip")
             step += 1
-            if ema and step > plan.total - plan.per_epoch:  # the last epoch: average the weights (--ema)
+            if ema and step > plan.total - plan.averaged:  # the last epoch: average the weights (--ema)
                 ema.update()
                 if step == plan.total:  # the run ends with the average: the last evaluation and checkpoint
                     ema.copy_to_params()
